@@ -1,0 +1,418 @@
+//! The user-facing TOML config: raw serde structs with `deny_unknown_fields`, `--set`
+//! overrides, and validation into typed values. Every error names the file and the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use autodidact_data::source::TextFormat;
+use autodidact_data::tokenizer::TokenizerKind;
+use autodidact_models::bert::BertConfig;
+use autodidact_train::schedule::{Decay, LrSchedule};
+use autodidact_train::trainer::{AdamWSettings, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+/// A whole config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Run identity and placement.
+    pub run: RunSection,
+    /// Corpus.
+    pub data: DataSection,
+    /// Tokenizer.
+    #[serde(default)]
+    pub tokenizer: TokenizerSection,
+    /// Encoder.
+    pub model: ModelSection,
+    /// Objective.
+    pub objective: ObjectiveSection,
+    /// Optimization and logging.
+    pub train: TrainSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Run name: the run directory is `<output_dir>/<name>`.
+    pub name: String,
+    /// Seed of every random stream.
+    #[serde(default)]
+    pub seed: u64,
+    /// Parent of run directories (relative to the working directory); default `runs`.
+    #[serde(default)]
+    pub output_dir: Option<PathBuf>,
+    /// `flex` (default), `ndarray` or `wgpu`.
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+/// Compute backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// burn's flex CPU backend (the faster CPU backend here).
+    #[default]
+    Flex,
+    /// burn's ndarray CPU backend.
+    Ndarray,
+    /// GPU through wgpu (build with `--features wgpu`).
+    Wgpu,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// A file or directory of `.txt`/`.jsonl` (optionally `.gz`), relative to the config file.
+    pub path: PathBuf,
+    /// `auto`, `txt` or `jsonl`.
+    #[serde(default)]
+    pub format: TextFormat,
+    /// JSON field holding the text in `.jsonl` files.
+    #[serde(default = "default_text_field")]
+    pub text_field: String,
+    /// Fraction of the corpus held out for evaluation.
+    #[serde(default = "default_heldout")]
+    pub heldout_fraction: f64,
+    /// Tokens per training sequence (including `[CLS]`).
+    pub seq_len: usize,
+}
+
+fn default_text_field() -> String {
+    "text".into()
+}
+fn default_heldout() -> f64 {
+    0.02
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSection {
+    /// Load this `tokenizer.json` (relative to the config file) instead of training one.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `wordpiece` or `bpe`.
+    #[serde(default)]
+    pub kind: TokenizerKind,
+    /// Vocabulary size to train.
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// Lowercase and strip accents (WordPiece).
+    #[serde(default = "yes")]
+    pub lowercase: bool,
+    /// Minimum frequency of a merge.
+    #[serde(default = "default_min_frequency")]
+    pub min_frequency: u64,
+}
+
+impl Default for TokenizerSection {
+    fn default() -> Self {
+        Self { path: None, kind: TokenizerKind::WordPiece, vocab_size: default_vocab(), lowercase: true, min_frequency: default_min_frequency() }
+    }
+}
+
+fn default_vocab() -> usize {
+    8192
+}
+fn default_min_frequency() -> u64 {
+    2
+}
+fn yes() -> bool {
+    true
+}
+
+/// BERT hyper-parameters (HF `BertConfig` names); `vocab_size` comes from the tokenizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_max_positions() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+
+/// The pretraining objective: `[objective] type = "..."`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ObjectiveSection {
+    /// Masked language modelling.
+    Mlm(MlmSection),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlmSection {
+    /// Fraction of tokens chosen for prediction.
+    #[serde(default = "default_mask_ratio")]
+    pub mask_ratio: f64,
+    /// Of those, the fraction replaced by `[MASK]`.
+    #[serde(default = "default_mask_prob")]
+    pub mask_token_prob: f64,
+    /// Of those, the fraction replaced by a random token.
+    #[serde(default = "default_random_prob")]
+    pub random_token_prob: f64,
+    /// Label smoothing of the cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
+}
+
+fn default_mask_ratio() -> f64 {
+    0.15
+}
+fn default_mask_prob() -> f64 {
+    0.8
+}
+fn default_random_prob() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub grad_accum: u64,
+    pub max_steps: u64,
+    pub lr: f64,
+    #[serde(default)]
+    pub min_lr: f64,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default)]
+    pub decay: Decay,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Global gradient-norm clip; 0 disables.
+    #[serde(default = "default_clip")]
+    pub clip_grad_norm: f64,
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    #[serde(default)]
+    pub eval_every: u64,
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: usize,
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    #[serde(default = "default_keep_last")]
+    pub keep_last: usize,
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+}
+
+fn one() -> u64 {
+    1
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_log_every() -> u64 {
+    10
+}
+fn default_eval_batches() -> usize {
+    16
+}
+fn default_keep_last() -> usize {
+    2
+}
+fn default_prefetch() -> usize {
+    4
+}
+
+/// Reads a config file, applies `--set key=value` overrides, parses and validates it, and
+/// makes its relative paths absolute (relative to the file's directory).
+///
+/// # Errors
+/// Unreadable file, TOML syntax, unknown keys, wrong types, invalid values: all name the file
+/// and the key.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    for o in overrides {
+        apply_override(&mut table, o).with_context(|| format!("{}: --set {o}", path.display()))?;
+    }
+    let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.data.path = absolute(base, &config.data.path);
+    if let Some(t) = &config.tokenizer.path {
+        config.tokenizer.path = Some(absolute(base, t));
+    }
+    config.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+/// Sets a dotted key (`train.lr=1e-3`) in the raw table. The value is parsed as TOML
+/// (`3`, `1e-3`, `true`, `"x"`, `[1, 2]`), falling back to a bare string.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, value) = assignment.split_once('=').ok_or_else(|| anyhow!("expected key=value"))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = parts.split_last().ok_or_else(|| anyhow!("empty key"))?;
+    let mut node = table;
+    for (i, part) in parents.iter().enumerate() {
+        let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry.as_table_mut().ok_or_else(|| anyhow!("{} is not a table", parts[..=i].join(".")))?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
+
+impl Config {
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// The first invalid value, as `section.key: what is wrong`.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.run;
+        if r.name.is_empty() || r.name.contains(['/', '\\']) || r.name == "." || r.name == ".." {
+            bail!("run.name: {:?} must be a non-empty name without path separators", r.name);
+        }
+        let d = &self.data;
+        if !(0.0..1.0).contains(&d.heldout_fraction) || d.heldout_fraction == 0.0 {
+            bail!("data.heldout_fraction: {} must be in (0, 1)", d.heldout_fraction);
+        }
+        if d.seq_len < 8 {
+            bail!("data.seq_len: {} is too short (at least 8)", d.seq_len);
+        }
+        if d.seq_len > self.model.max_position_embeddings {
+            bail!("data.seq_len: {} is larger than model.max_position_embeddings ({}): the model has no position for the extra tokens", d.seq_len, self.model.max_position_embeddings);
+        }
+        let t = &self.tokenizer;
+        if t.path.is_none() && !(autodidact_data::tokenizer::MIN_VOCAB_SIZE..=1 << 24).contains(&t.vocab_size) {
+            bail!("tokenizer.vocab_size: {} is out of range ({}..={})", t.vocab_size, autodidact_data::tokenizer::MIN_VOCAB_SIZE, 1 << 24);
+        }
+        // Model fields: validated by the model crate with a placeholder vocabulary.
+        self.bert_config(t.vocab_size.max(1)).validate()?;
+        let ObjectiveSection::Mlm(m) = &self.objective;
+        if !(m.mask_ratio > 0.0 && m.mask_ratio <= 1.0) {
+            bail!("objective.mask_ratio: {} must be in (0, 1]", m.mask_ratio);
+        }
+        for (k, v) in [("mask_token_prob", m.mask_token_prob), ("random_token_prob", m.random_token_prob), ("label_smoothing", m.label_smoothing)] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("objective.{k}: {v} must be in [0, 1]");
+            }
+        }
+        if m.mask_token_prob + m.random_token_prob > 1.0 {
+            bail!("objective.mask_token_prob + random_token_prob: {} exceeds 1", m.mask_token_prob + m.random_token_prob);
+        }
+        let tr = &self.train;
+        for (k, v) in [("batch_size", tr.batch_size as u64), ("grad_accum", tr.grad_accum), ("max_steps", tr.max_steps), ("eval_batches", tr.eval_batches as u64)] {
+            if v == 0 {
+                bail!("train.{k}: must be greater than 0");
+            }
+        }
+        if !(tr.lr > 0.0 && tr.lr.is_finite()) {
+            bail!("train.lr: {} must be a positive number", tr.lr);
+        }
+        if !(0.0..=tr.lr).contains(&tr.min_lr) {
+            bail!("train.min_lr: {} must be in [0, train.lr]", tr.min_lr);
+        }
+        if tr.warmup_steps > tr.max_steps {
+            bail!("train.warmup_steps: {} exceeds train.max_steps ({})", tr.warmup_steps, tr.max_steps);
+        }
+        for (k, v) in [("beta1", tr.beta1), ("beta2", tr.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("train.{k}: {v} must be in [0, 1)");
+            }
+        }
+        if !(tr.eps > 0.0) || !(tr.weight_decay >= 0.0) || !(tr.clip_grad_norm >= 0.0) {
+            bail!("train.eps must be positive; train.weight_decay and train.clip_grad_norm must be non-negative");
+        }
+        Ok(())
+    }
+
+    /// The model config for a tokenizer of `vocab_size`.
+    pub fn bert_config(&self, vocab_size: usize) -> BertConfig {
+        let m = &self.model;
+        BertConfig {
+            vocab_size,
+            hidden_size: m.hidden_size,
+            num_hidden_layers: m.num_hidden_layers,
+            num_attention_heads: m.num_attention_heads,
+            intermediate_size: m.intermediate_size,
+            hidden_dropout_prob: m.hidden_dropout_prob,
+            attention_probs_dropout_prob: m.attention_probs_dropout_prob,
+            max_position_embeddings: m.max_position_embeddings,
+            type_vocab_size: m.type_vocab_size,
+            initializer_range: m.initializer_range,
+            layer_norm_eps: m.layer_norm_eps,
+        }
+    }
+
+    /// The trainer's typed config.
+    pub fn train_config(&self, progress: bool) -> TrainConfig {
+        let t = &self.train;
+        TrainConfig {
+            seed: self.run.seed,
+            max_steps: t.max_steps,
+            grad_accum: t.grad_accum,
+            adamw: AdamWSettings { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay },
+            schedule: LrSchedule { peak: t.lr, min_lr: t.min_lr, warmup_steps: t.warmup_steps, total_steps: t.max_steps, decay: t.decay },
+            clip_grad_norm: (t.clip_grad_norm > 0.0).then_some(t.clip_grad_norm),
+            log_every: t.log_every,
+            eval_every: t.eval_every,
+            checkpoint_every: t.checkpoint_every,
+            keep_last: t.keep_last,
+            prefetch: t.prefetch,
+            progress,
+        }
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self, output_dir: Option<&Path>) -> PathBuf {
+        let parent = output_dir.map(Path::to_path_buf).or_else(|| self.run.output_dir.clone()).unwrap_or_else(|| PathBuf::from("runs"));
+        parent.join(&self.run.name)
+    }
+}

@@ -1,0 +1,197 @@
+//! `autodidact`: self-supervised pretraining of compact specialist models.
+
+mod config;
+mod pretrain;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Backend;
+
+/// Pretrain compact specialist encoders on unlabeled data with self-supervised objectives.
+#[derive(Parser)]
+#[command(name = "autodidact", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pretrain a model from a TOML config (see configs/ and the README's config reference).
+    Pretrain(PretrainCli),
+    /// Tokenizer utilities.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+}
+
+#[derive(Args)]
+struct PretrainCli {
+    /// The config file. Optional with --resume (the run's own config.toml is used).
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set train.lr=3e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue the run in RUN_DIR from its newest valid checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Parent directory of the run directory (default: run.output_dir, else ./runs).
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Compute backend (default: run.backend from the config, else flex).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Replace an existing run directory of the same name.
+    #[arg(long)]
+    overwrite: bool,
+    /// Exit with status 3 unless the held-out loss fell by at least this fraction
+    /// (e.g. 0.2 = 20%) between the first and the last evaluation: a CI guard.
+    #[arg(long, value_name = "FRACTION")]
+    expect_loss_drop: Option<f64>,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a WordPiece or BPE tokenizer on a corpus and write tokenizer.json.
+    Train(TokenizerTrainCli),
+}
+
+#[derive(Args)]
+struct TokenizerTrainCli {
+    /// Corpus: a file or a directory of .txt/.jsonl files (optionally .gz).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write tokenizer.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Vocabulary size, special tokens included.
+    #[arg(long, default_value_t = 8192)]
+    vocab_size: usize,
+    /// Subword model.
+    #[arg(long, value_enum, default_value = "wordpiece")]
+    kind: KindArg,
+    /// Keep case (WordPiece lowercases by default).
+    #[arg(long)]
+    cased: bool,
+    /// Minimum frequency of a merge.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    /// JSON field holding the text in .jsonl files.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Wordpiece,
+    Bpe,
+}
+
+/// Exit status when `--expect-loss-drop` is not met.
+const EXIT_DID_NOT_LEARN: u8 = 3;
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Pretrain(args) => pretrain(args),
+        Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
+    }
+}
+
+fn pretrain(args: PretrainCli) -> Result<ExitCode> {
+    let (config, run_dir) = match (&args.resume, &args.config) {
+        (Some(run_dir), config) => {
+            let path = config.clone().unwrap_or_else(|| run_dir.join("config.toml"));
+            (config::load(&path, &args.set)?, run_dir.clone())
+        }
+        (None, Some(path)) => {
+            let config = config::load(path, &args.set)?;
+            let run_dir = config.run_dir(args.output_dir.as_deref());
+            if run_dir.join("checkpoints").exists() {
+                if !args.overwrite {
+                    bail!("run directory {} already holds a run: use --resume {0} to continue it, --overwrite to replace it, or --set run.name=NEW", run_dir.display());
+                }
+                std::fs::remove_dir_all(&run_dir).with_context(|| format!("cannot remove {}", run_dir.display()))?;
+            }
+            (config, run_dir)
+        }
+        (None, None) => bail!("give a CONFIG file, or --resume RUN_DIR"),
+    };
+    if let Some(f) = args.expect_loss_drop {
+        if !(0.0..1.0).contains(&f) {
+            bail!("--expect-loss-drop {f}: must be a fraction in [0, 1)");
+        }
+    }
+    let backend = args.backend.unwrap_or(config.run.backend);
+    let report = pretrain::run(pretrain::PretrainArgs {
+        config,
+        run_dir,
+        resume: args.resume.is_some(),
+        backend,
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    })?;
+    print_summary(&report);
+    if let Some(expected) = args.expect_loss_drop {
+        let drop = report["eval_loss_drop"].as_f64().unwrap_or(f64::NAN);
+        if !(drop >= expected) {
+            eprintln!("error: held-out loss fell by {:.1}%, less than the expected {:.1}%", drop * 100.0, expected * 100.0);
+            return Ok(ExitCode::from(EXIT_DID_NOT_LEARN));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let eval = &r["final_eval"];
+    println!("run            {}", r["run_dir"].as_str().unwrap_or_default());
+    println!("steps          {}  ({} tokens, {:.0} tokens/s, {:.1} s)", r["steps"], r["tokens_seen"], f(&r["tokens_per_s"]), f(&r["wall_time_s"]));
+    println!("held-out loss  {:.4} -> {:.4}  ({:.1}% lower)", f(&r["initial_eval_loss"]), f(&eval["eval_loss"]), 100.0 * f(&r["eval_loss_drop"]));
+    println!(
+        "masked-token accuracy  {:.2}%  (unigram baseline {:.2}%)   perplexity {:.1} (unigram {:.1})",
+        100.0 * f(&eval["eval_accuracy"]),
+        100.0 * f(&r["unigram_baseline"]["eval_accuracy"]),
+        f(&eval["eval_perplexity"]),
+        f(&r["unigram_baseline"]["eval_loss"]).exp()
+    );
+    println!("summary        {}/summary.json", r["run_dir"].as_str().unwrap_or_default());
+}
+
+fn tokenizer_train(args: TokenizerTrainCli) -> Result<ExitCode> {
+    use autodidact_data::source::{TextFormat, TextSource};
+    use autodidact_data::tokenizer::{TextTokenizer, TokenizerKind, TokenizerTrainSpec};
+    let source = TextSource::open(&args.input, TextFormat::Auto, &args.text_field)?;
+    let kind = match args.kind {
+        KindArg::Wordpiece => TokenizerKind::WordPiece,
+        KindArg::Bpe => TokenizerKind::Bpe,
+    };
+    let spec = TokenizerTrainSpec { kind, vocab_size: args.vocab_size, lowercase: !args.cased, min_frequency: args.min_frequency };
+    let (tokenizer, stats) = TextTokenizer::train(&source, &spec)?;
+    tokenizer.save(&args.out)?;
+    println!(
+        "wrote {} (vocab {}) from {} document(s), {} bytes; {} file(s) skipped, {} with invalid UTF-8",
+        args.out.display(),
+        tokenizer.vocab_size(),
+        stats.documents,
+        stats.bytes,
+        stats.files_skipped.len(),
+        stats.invalid_utf8_documents
+    );
+    Ok(ExitCode::SUCCESS)
+}

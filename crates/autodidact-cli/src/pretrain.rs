@@ -1,0 +1,167 @@
+//! `autodidact pretrain`: corpus → tokenizer → shards → model → trainer → summary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use autodidact_core::batch::MlmBatch;
+use autodidact_data::mlm::{MlmBatches, MlmData, MlmMasker, PackedSequences};
+use autodidact_data::shards::{self, ShardIndex, ShardOptions, TokenStream};
+use autodidact_data::source::TextSource;
+use autodidact_data::tokenizer::{TextTokenizer, TokenizerTrainSpec};
+use autodidact_objectives::mlm::Mlm;
+use autodidact_train::trainer::{RunDir, TrainSummary, prepare_model, train};
+use burn::tensor::Device;
+use serde_json::json;
+
+use crate::config::{Backend, Config, ObjectiveSection};
+
+/// What `pretrain` was asked to do.
+pub struct PretrainArgs {
+    /// The validated config.
+    pub config: Config,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Continue from the newest checkpoint in `run_dir`.
+    pub resume: bool,
+    /// Backend override.
+    pub backend: Backend,
+    /// Show the progress bar.
+    pub progress: bool,
+}
+
+/// Picks the device for a backend.
+///
+/// # Errors
+/// `wgpu` requested in a build without the `wgpu` feature.
+pub fn device_for(backend: Backend) -> Result<Device> {
+    Ok(match backend {
+        Backend::Flex => Device::flex(),
+        #[allow(deprecated)]
+        Backend::Ndarray => Device::ndarray(),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(not(feature = "wgpu"))]
+        Backend::Wgpu => bail!("this build has no GPU support: rebuild with `cargo build --release -p autodidact-cli --features wgpu`"),
+    })
+}
+
+/// Runs pretraining and writes `summary.json`; returns the summary.
+///
+/// # Errors
+/// Any data, model, training or I/O error, with context.
+pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
+    let PretrainArgs { config, run_dir, resume, backend, progress } = args;
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    let resolved = toml::to_string_pretty(&config).context("cannot serialize the resolved config")?;
+    autodidact_data::fsutil::write_atomic(&run_dir.join("config.toml"), resolved.as_bytes())?;
+
+    // Tokenizer: the run's own copy wins (resume), then a configured file, then training.
+    let source = TextSource::open(&config.data.path, config.data.format, &config.data.text_field).context("data.path")?;
+    let tokenizer_path = run_dir.join("tokenizer.json");
+    let tokenizer = if tokenizer_path.exists() && resume {
+        TextTokenizer::load(&tokenizer_path)?
+    } else if let Some(path) = &config.tokenizer.path {
+        TextTokenizer::load(path).context("tokenizer.path")?
+    } else {
+        let t = &config.tokenizer;
+        eprintln!("training a {:?} tokenizer (vocab {}) on {} file(s) ...", t.kind, t.vocab_size, source.num_files());
+        let spec = TokenizerTrainSpec { kind: t.kind, vocab_size: t.vocab_size, lowercase: t.lowercase, min_frequency: t.min_frequency };
+        TextTokenizer::train(&source, &spec)?.0
+    };
+    tokenizer.save(&tokenizer_path)?;
+    let vocab_size = tokenizer.vocab_size();
+
+    let opts = ShardOptions { heldout_fraction: config.data.heldout_fraction, seed: config.run.seed, ..ShardOptions::default() };
+    let shard_dir = run_dir.join("shards");
+    eprintln!("tokenizing the corpus into {} ...", shard_dir.display());
+    let index = shards::build_or_reuse(&source, &tokenizer, &shard_dir, &opts)?;
+    for skipped in &index.source.files_skipped {
+        eprintln!("warning: skipped unreadable file {skipped}");
+    }
+
+    let ObjectiveSection::Mlm(mlm) = &config.objective;
+    let special = tokenizer.special();
+    let masker = MlmMasker::new(special, vocab_size, mlm.mask_ratio, mlm.mask_token_prob, mlm.random_token_prob)?;
+    let seq_len = config.data.seq_len;
+    let seed = config.run.seed;
+    let split = |name: &str, s| -> Result<MlmBatches> {
+        let stream = TokenStream::open(&shard_dir, &index, s)?;
+        let seqs = PackedSequences::new(stream, seq_len, special.cls, name)?;
+        Ok(MlmBatches::new(seqs, masker.clone(), config.train.batch_size, seed))
+    };
+    let data = MlmData { train: split("training", &index.train)?, heldout: split("held-out", &index.heldout)?, eval_batches: config.train.eval_batches };
+    let baseline = unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches), &special.all());
+
+    let device = device_for(backend)?.autodiff();
+    let bert = config.bert_config(vocab_size);
+    bert.validate()?;
+    let objective = prepare_model(Mlm::init(&bert, mlm.label_smoothing, &device), seed, &device);
+    eprintln!(
+        "model: {} parameters; data: {} training and {} held-out sequences of {seq_len} tokens; backend {backend:?}",
+        burn::module::Module::num_params(&objective),
+        data.train.num_sequences(),
+        data.heldout.num_sequences()
+    );
+
+    let train_cfg = config.train_config(progress);
+    let (_, summary) = train(objective, data, &device, &RunDir { root: run_dir.clone() }, &train_cfg, resume)?;
+    let report = summary_json(&config, &run_dir, &summary, &index, &baseline, backend);
+    let bytes = serde_json::to_vec_pretty(&report)?;
+    autodidact_data::fsutil::write_atomic(&run_dir.join("summary.json"), &bytes)?;
+    Ok(report)
+}
+
+/// Unigram baselines on the evaluation targets: the accuracy of always predicting the most
+/// frequent training token, and the cross-entropy of the (add-one smoothed) training
+/// unigram distribution.
+struct Baseline {
+    accuracy: f64,
+    loss: f64,
+}
+
+fn unigram_baseline(index: &ShardIndex, eval: &[MlmBatch], specials: &[u32]) -> Baseline {
+    let counts = &index.train_counts;
+    let total: f64 = counts.iter().sum::<u64>() as f64 + counts.len() as f64;
+    let top = (0..counts.len() as u32).filter(|t| !specials.contains(t)).max_by_key(|&t| counts[t as usize]).unwrap_or(0);
+    let (mut hits, mut nll, mut n) = (0usize, 0.0, 0usize);
+    for label in eval.iter().flat_map(|b| &b.masked_labels) {
+        hits += usize::from(*label == top);
+        let c = counts.get(*label as usize).copied().unwrap_or(0) as f64 + 1.0;
+        nll -= (c / total).ln();
+        n += 1;
+    }
+    let n = n.max(1) as f64;
+    Baseline { accuracy: hits as f64 / n, loss: nll / n }
+}
+
+fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &ShardIndex, baseline: &Baseline, backend: Backend) -> serde_json::Value {
+    json!({
+        "run": config.run.name,
+        "run_dir": run_dir,
+        "backend": format!("{backend:?}").to_lowercase(),
+        "objective": s.objective,
+        "steps": s.steps,
+        "num_params": s.num_params,
+        "examples_seen": s.examples_seen,
+        "tokens_seen": s.tokens_seen,
+        "wall_time_s": s.wall_time_s,
+        "tokens_per_s": s.tokens_per_s,
+        "data_wait_fraction": s.data_wait_fraction,
+        "initial_eval_loss": s.initial_eval_loss,
+        "final_eval": s.final_eval,
+        "eval_loss_drop": s.eval_loss_drop,
+        "unigram_baseline": {"eval_accuracy": baseline.accuracy, "eval_loss": baseline.loss},
+        "last_checkpoint": s.last_checkpoint,
+        "corpus": {
+            "files_read": index.source.files_read,
+            "files_skipped": index.source.files_skipped,
+            "documents": index.source.documents,
+            "invalid_utf8_documents": index.source.invalid_utf8_documents,
+            "bad_jsonl_lines": index.source.bad_lines,
+            "bytes": index.source.bytes,
+            "train_tokens": index.train.tokens,
+            "heldout_tokens": index.heldout.tokens,
+            "vocab_size": index.vocab_size,
+        },
+    })
+}

@@ -1,0 +1,46 @@
+//! Host-side batch types produced by the data pipeline and consumed by objectives.
+//!
+//! Batches are plain vectors (row-major) rather than tensors: the data crate never touches a
+//! device, and the objective uploads what it needs in one place.
+
+/// A batch for masked-language modelling (Devlin et al. 2019, §3.1).
+///
+/// # Shapes
+/// - `input_ids`, `token_type_ids`, `attention_mask`: `[batch_size * seq_len]`, row-major.
+/// - `masked_positions`, `masked_labels`: `[num_masked]`; positions index the flattened
+///   `[batch_size * seq_len]` sequence so the model can gather them before the vocabulary
+///   projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlmBatch {
+    /// Number of sequences.
+    pub batch_size: usize,
+    /// Tokens per sequence (all sequences are packed or padded to this length).
+    pub seq_len: usize,
+    /// Token ids after masking (what the encoder sees).
+    pub input_ids: Vec<u32>,
+    /// Segment ids (all zero for packed pretraining sequences).
+    pub token_type_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<u8>,
+    /// Flattened indices of the positions whose original token must be predicted.
+    pub masked_positions: Vec<u32>,
+    /// The original token at each masked position.
+    pub masked_labels: Vec<u32>,
+}
+
+impl MlmBatch {
+    /// Number of positions the loss is computed on.
+    pub fn num_masked(&self) -> usize {
+        self.masked_positions.len()
+    }
+
+    /// Number of real (non-padding) tokens, for throughput figures.
+    pub fn num_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m != 0).count()
+    }
+
+    /// True when no sequence has padding, so the attention mask can be skipped.
+    pub fn is_unpadded(&self) -> bool {
+        self.attention_mask.iter().all(|&m| m != 0)
+    }
+}

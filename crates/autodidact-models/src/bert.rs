@@ -1,0 +1,405 @@
+//! A BERT encoder (Devlin et al. 2019) and its masked-language-model head.
+//!
+//! The module tree mirrors HuggingFace `transformers`' `modeling_bert.py` field by field
+//! (`embeddings.word_embeddings`, `encoder.layer.{i}.attention.self_attn.query`, ...), so that
+//! a checkpoint maps one-to-one onto HF names; the only renames are Rust keywords
+//! (`self` → `self_attn`) and burn's LayerNorm parameter names (`gamma`/`beta` →
+//! `weight`/`bias`). Linear layers use burn's column layout: weights are stored as PyTorch's
+//! `[out, in]`.
+//!
+//! Architecture as in real BERT checkpoints: post-LayerNorm residual blocks, exact (erf) GELU,
+//! learned absolute positions, token-type embeddings, additive padding mask, `layer_norm_eps`
+//! from the config.
+
+use burn::module::{Module, Param};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+    LinearLayout,
+};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// BERT hyper-parameters; field names and meaning follow HF's `BertConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BertConfig {
+    /// Vocabulary size (set from the tokenizer).
+    pub vocab_size: usize,
+    /// Width of the hidden states.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer; must divide `hidden_size`.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Dropout on embeddings and residual branches.
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities.
+    pub attention_probs_dropout_prob: f64,
+    /// Largest sequence length the position table holds.
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    pub type_vocab_size: usize,
+    /// Standard deviation of the normal initializer.
+    pub initializer_range: f64,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+impl BertConfig {
+    /// Checks the hyper-parameters; the error names the offending field.
+    ///
+    /// # Errors
+    /// A zero size, heads that do not divide the width, or a probability outside `[0, 1)`.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ModelError::Config { field, message: "must be greater than 0".into() });
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(ModelError::Config {
+                field: "num_attention_heads",
+                message: format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+            });
+        }
+        for (field, p) in [("hidden_dropout_prob", self.hidden_dropout_prob), ("attention_probs_dropout_prob", self.attention_probs_dropout_prob)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(ModelError::Config { field, message: format!("{p} is not in [0, 1)") });
+            }
+        }
+        if !(self.layer_norm_eps > 0.0) || !(self.initializer_range > 0.0) {
+            return Err(ModelError::Config { field: "layer_norm_eps", message: "layer_norm_eps and initializer_range must be positive".into() });
+        }
+        Ok(())
+    }
+
+    /// Builds the encoder with HF's initialization: N(0, `initializer_range`) weights, zero
+    /// biases, unit LayerNorm.
+    pub fn init(&self, device: &Device) -> BertModel {
+        let h = self.hidden_size;
+        BertModel {
+            embeddings: BertEmbeddings {
+                word_embeddings: self.embedding(self.vocab_size, device),
+                position_embeddings: self.embedding(self.max_position_embeddings, device),
+                token_type_embeddings: self.embedding(self.type_vocab_size, device),
+                layer_norm: self.layer_norm(device),
+                dropout: self.hidden_dropout(),
+            },
+            encoder: BertEncoder { layer: (0..self.num_hidden_layers).map(|_| self.init_layer(device)).collect() },
+            num_attention_heads: self.num_attention_heads,
+            hidden_size: h,
+        }
+    }
+
+    fn init_layer(&self, device: &Device) -> BertLayer {
+        let h = self.hidden_size;
+        BertLayer {
+            attention: BertAttention {
+                self_attn: BertSelfAttention {
+                    query: self.linear(h, h, device),
+                    key: self.linear(h, h, device),
+                    value: self.linear(h, h, device),
+                    dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
+                    num_heads: self.num_attention_heads,
+                },
+                output: BertSelfOutput { dense: self.linear(h, h, device), layer_norm: self.layer_norm(device), dropout: self.hidden_dropout() },
+            },
+            intermediate: BertIntermediate { dense: self.linear(h, self.intermediate_size, device) },
+            output: BertOutput { dense: self.linear(self.intermediate_size, h, device), layer_norm: self.layer_norm(device), dropout: self.hidden_dropout() },
+        }
+    }
+
+    fn normal(&self) -> Initializer {
+        Initializer::Normal { mean: 0.0, std: self.initializer_range }
+    }
+
+    pub(crate) fn linear(&self, d_in: usize, d_out: usize, device: &Device) -> Linear {
+        let mut linear = LinearConfig::new(d_in, d_out).with_layout(LinearLayout::Col).with_initializer(self.normal()).init(device);
+        linear.bias = Some(Initializer::Zeros.init([d_out], device));
+        linear
+    }
+
+    fn embedding(&self, n: usize, device: &Device) -> Embedding {
+        EmbeddingConfig::new(n, self.hidden_size).with_initializer(self.normal()).init(device)
+    }
+
+    pub(crate) fn layer_norm(&self, device: &Device) -> LayerNorm {
+        LayerNormConfig::new(self.hidden_size).with_epsilon(self.layer_norm_eps).init(device)
+    }
+
+    fn hidden_dropout(&self) -> Dropout {
+        DropoutConfig::new(self.hidden_dropout_prob).init()
+    }
+}
+
+/// Encoder input.
+///
+/// # Shapes
+/// - `input_ids`, `token_type_ids`: `[batch, seq]`
+/// - `attention_mask`: `[batch, seq]`, true for real tokens; `None` when nothing is padded.
+#[derive(Debug, Clone)]
+pub struct BertInput {
+    /// Token ids.
+    pub input_ids: Tensor<2, Int>,
+    /// Segment ids.
+    pub token_type_ids: Tensor<2, Int>,
+    /// Which positions hold real tokens.
+    pub attention_mask: Option<Tensor<2, Bool>>,
+}
+
+impl BertInput {
+    /// Uploads host ids (row-major `[batch, seq]`) to `device`. The mask is omitted when
+    /// every position is real, which saves the masking work.
+    pub fn from_host(input_ids: &[u32], token_type_ids: &[u32], attention_mask: &[u8], batch: usize, seq: usize, device: &Device) -> Self {
+        let ints = |v: &[u32]| Tensor::<2, Int>::from_data(TensorData::new(v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(), [batch, seq]), device);
+        let attention_mask = (!attention_mask.iter().all(|&m| m != 0))
+            .then(|| Tensor::<2, Bool>::from_data(TensorData::new(attention_mask.iter().map(|&m| m != 0).collect::<Vec<_>>(), [batch, seq]), device));
+        Self { input_ids: ints(input_ids), token_type_ids: ints(token_type_ids), attention_mask }
+    }
+}
+
+/// The encoder: embeddings then a stack of transformer layers (HF `BertModel` without pooler).
+#[derive(Module, Debug)]
+pub struct BertModel {
+    /// Word, position and token-type embeddings.
+    pub embeddings: BertEmbeddings,
+    /// Transformer layers.
+    pub encoder: BertEncoder,
+    num_attention_heads: usize,
+    hidden_size: usize,
+}
+
+impl BertModel {
+    /// Hidden states of the last layer.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        // Additive mask: 0 for real tokens, a large negative number for padding. (B, 1, 1, T)
+        let mask_bias = input.attention_mask.map(|m| {
+            let [b, t] = m.dims();
+            let zeros = Tensor::<2>::zeros([b, t], &m.device());
+            zeros.mask_fill(m.bool_not(), -1.0e9).reshape([b, 1, 1, t])
+        });
+        let mut x = self.embeddings.forward(input.input_ids, input.token_type_ids);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    /// Largest sequence length supported.
+    pub fn max_positions(&self) -> usize {
+        self.embeddings.position_embeddings.weight.dims()[0]
+    }
+}
+
+/// HF `BertEmbeddings`.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    /// Token embedding table `[vocab, hidden]`, tied to the MLM decoder.
+    pub word_embeddings: Embedding,
+    /// Learned absolute positions `[max_positions, hidden]`.
+    pub position_embeddings: Embedding,
+    /// Segment embeddings `[type_vocab, hidden]`.
+    pub token_type_embeddings: Embedding,
+    /// LayerNorm after the sum (HF `LayerNorm`).
+    pub layer_norm: LayerNorm,
+    /// Dropout after the LayerNorm.
+    pub dropout: Dropout,
+}
+
+impl BertEmbeddings {
+    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, t] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]);
+        let x = self.word_embeddings.forward(input_ids) // (B, T, H)
+            + self.position_embeddings.forward(positions) // (1, T, H)
+            + self.token_type_embeddings.forward(token_type_ids);
+        self.dropout.forward(self.layer_norm.forward(x))
+    }
+}
+
+/// HF `BertEncoder`.
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    /// The layers, `encoder.layer.{i}`.
+    pub layer: Vec<BertLayer>,
+}
+
+/// HF `BertLayer`: attention block then feed-forward block, each post-LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    /// Self-attention with its output projection.
+    pub attention: BertAttention,
+    /// First feed-forward projection.
+    pub intermediate: BertIntermediate,
+    /// Second feed-forward projection with residual and LayerNorm.
+    pub output: BertOutput,
+}
+
+impl BertLayer {
+    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<4>>) -> Tensor<3> {
+        let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
+        let x = self.attention.output.layer_norm.forward(self.attention.output.dropout.forward(self.attention.output.dense.forward(attn)) + x);
+        let h = gelu(self.intermediate.dense.forward(x.clone()));
+        self.output.layer_norm.forward(self.output.dropout.forward(self.output.dense.forward(h)) + x)
+    }
+}
+
+/// HF `BertAttention`.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// HF `attention.self`.
+    pub self_attn: BertSelfAttention,
+    /// HF `attention.output`.
+    pub output: BertSelfOutput,
+}
+
+/// HF `BertSelfAttention`: multi-head scaled dot-product attention (Vaswani et al. 2017, §3.2).
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    /// Query projection.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Dropout on attention probabilities.
+    pub dropout: Dropout,
+    num_heads: usize,
+}
+
+impl BertSelfAttention {
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`, `mask_bias`: `[batch, 1, 1, seq]`
+    /// - output: `[batch, seq, hidden]` (heads concatenated, before the output projection)
+    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<4>>) -> Tensor<3> {
+        let [b, t, h] = x.dims();
+        let (nh, hd) = (self.num_heads, h / self.num_heads);
+        let heads = |y: Tensor<3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2); // (B, nh, T, hd)
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let mut scores = q.matmul(k.transpose()) * (1.0 / (hd as f64).sqrt()); // (B, nh, T, T)
+        if let Some(bias) = mask_bias {
+            scores = scores + bias;
+        }
+        let probs = self.dropout.forward(softmax(scores, 3));
+        probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]) // (B, T, H)
+    }
+}
+
+/// HF `BertSelfOutput`.
+#[derive(Module, Debug)]
+pub struct BertSelfOutput {
+    /// Output projection.
+    pub dense: Linear,
+    /// Residual LayerNorm.
+    pub layer_norm: LayerNorm,
+    /// Dropout before the residual.
+    pub dropout: Dropout,
+}
+
+/// HF `BertIntermediate`.
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    /// `hidden → intermediate`, followed by GELU.
+    pub dense: Linear,
+}
+
+/// HF `BertOutput`.
+#[derive(Module, Debug)]
+pub struct BertOutput {
+    /// `intermediate → hidden`.
+    pub dense: Linear,
+    /// Residual LayerNorm.
+    pub layer_norm: LayerNorm,
+    /// Dropout before the residual.
+    pub dropout: Dropout,
+}
+
+/// HF `BertForMaskedLM`: the encoder plus the MLM head, decoder tied to the word embeddings.
+#[derive(Module, Debug)]
+pub struct BertForMaskedLM {
+    /// The encoder (HF prefix `bert.`).
+    pub bert: BertModel,
+    /// The head (HF prefix `cls.`).
+    pub cls: BertOnlyMlmHead,
+}
+
+/// HF `BertOnlyMLMHead`.
+#[derive(Module, Debug)]
+pub struct BertOnlyMlmHead {
+    /// HF `cls.predictions`.
+    pub predictions: BertLmPredictionHead,
+}
+
+/// HF `BertLMPredictionHead`: transform, then the tied decoder plus its own bias.
+#[derive(Module, Debug)]
+pub struct BertLmPredictionHead {
+    /// Dense + GELU + LayerNorm.
+    pub transform: BertPredictionHeadTransform,
+    /// Output bias `[vocab]` (HF `cls.predictions.bias`).
+    pub bias: Param<Tensor<1>>,
+}
+
+/// HF `BertPredictionHeadTransform`.
+#[derive(Module, Debug)]
+pub struct BertPredictionHeadTransform {
+    /// `hidden → hidden`.
+    pub dense: Linear,
+    /// LayerNorm after GELU.
+    pub layer_norm: LayerNorm,
+}
+
+impl BertForMaskedLM {
+    /// A freshly initialized model.
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            bert: config.init(device),
+            cls: BertOnlyMlmHead {
+                predictions: BertLmPredictionHead {
+                    transform: BertPredictionHeadTransform { dense: config.linear(config.hidden_size, config.hidden_size, device), layer_norm: config.layer_norm(device) },
+                    bias: Initializer::Zeros.init([config.vocab_size], device),
+                },
+            },
+        }
+    }
+
+    /// Vocabulary logits at the masked positions only: hidden states are gathered first,
+    /// so the `[hidden, vocab]` projection (the largest cost) runs on `num_masked` rows.
+    ///
+    /// # Shapes
+    /// - `masked_positions`: `[num_masked]`, indices into the flattened `[batch * seq]`
+    /// - output: `[num_masked, vocab]`
+    pub fn forward_masked(&self, input: BertInput, masked_positions: Tensor<1, Int>) -> Tensor<2> {
+        let hidden = self.bert.forward(input); // (B, T, H)
+        let [b, t, h] = hidden.dims();
+        let picked = hidden.reshape([b * t, h]).select(0, masked_positions); // (M, H)
+        let head = &self.cls.predictions;
+        let x = head.transform.layer_norm.forward(gelu(head.transform.dense.forward(picked)));
+        let decoder = self.bert.embeddings.word_embeddings.weight.val(); // (V, H)
+        x.matmul(decoder.transpose()) + head.bias.val().unsqueeze_dim(0) // (M, V)
+    }
+}

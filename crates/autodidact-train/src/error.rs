@@ -1,0 +1,59 @@
+//! Error type of this crate.
+
+use std::path::PathBuf;
+
+/// Errors from training, evaluation and checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// An I/O error on a file of the run directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The loss or the gradient norm became NaN or infinite.
+    #[error("non-finite {what} ({value}) at step {step}; the last checkpoint is kept intact")]
+    NonFinite {
+        /// `"loss"` or `"gradient norm"`.
+        what: &'static str,
+        /// The value seen.
+        value: f64,
+        /// The optimizer step at which it happened.
+        step: u64,
+    },
+    /// The data pipeline stopped (its thread panicked or ended early).
+    #[error("the data pipeline stopped unexpectedly at batch {0}")]
+    DataPipeline(u64),
+    /// An invalid training setting.
+    #[error("train.{field}: {message}")]
+    Config {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Self::Checkpoint { path: path.into(), message: message.to_string() }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, TrainError>;

@@ -1,0 +1,14 @@
+//! The training loop, optimizer and schedule, evaluation, checkpoints and metrics.
+//!
+//! The trainer knows only `autodidact_core::objective::{Objective, BatchStream}`; it never
+//! names a concrete objective or model. Depends on `autodidact-core` and burn.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod error;
+pub mod metrics;
+pub mod params;
+pub mod schedule;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
