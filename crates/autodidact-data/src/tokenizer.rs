@@ -143,6 +143,9 @@ impl TextTokenizer {
                 detail: empty_detail(&stats),
             });
         }
+        if spec.kind == TokenizerKind::WordPiece {
+            tokenizer = canonical_ids(&tokenizer, &names).map_err(|e| tok_err(source.root(), e))?;
+        }
         let special = lookup_specials(&tokenizer, &names).ok_or_else(|| tok_err(source.root(), "special tokens missing after training"))?;
         let sep = (names[3].to_string(), special.sep);
         let cls = (names[2].to_string(), special.cls);
@@ -217,6 +220,32 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(|e| tok_err(Path::new("<decode>"), e))
     }
+}
+
+/// Renumbers a WordPiece vocabulary: special tokens first (in `names` order), then every other
+/// token in byte order of its string.
+///
+/// HF `tokenizers` numbers the `##` continuation characters in hash-map order, which is seeded
+/// at random per process, so two trainings on the same corpus give the same pieces under
+/// different ids. WordPiece looks pieces up by string, so any numbering encodes the same way;
+/// a canonical one makes runs reproducible.
+fn canonical_ids(tokenizer: &Tokenizer, names: &[&str; 5]) -> std::result::Result<Tokenizer, String> {
+    let mut json: serde_json::Value = serde_json::from_str(&tokenizer.to_string(false).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let vocab = json.pointer_mut("/model/vocab").and_then(|v| v.as_object_mut()).ok_or("no model.vocab in the trained tokenizer")?;
+    let mut tokens: Vec<String> = vocab.keys().filter(|t| !names.contains(&t.as_str())).cloned().collect();
+    tokens.sort();
+    let ordered = names.iter().map(|s| s.to_string()).filter(|t| vocab.contains_key(t)).chain(tokens);
+    let renumbered: serde_json::Map<String, serde_json::Value> = ordered.enumerate().map(|(i, t)| (t, serde_json::Value::from(i))).collect();
+    *vocab = renumbered;
+    // Added (special) tokens carry their ids too.
+    if let Some(added) = json.get_mut("added_tokens").and_then(|v| v.as_array_mut()) {
+        for token in added {
+            if let Some(pos) = token.get("content").and_then(|c| c.as_str()).and_then(|c| names.iter().position(|n| *n == c)) {
+                token["id"] = serde_json::Value::from(pos);
+            }
+        }
+    }
+    Tokenizer::from_bytes(serde_json::to_vec(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
 }
 
 fn specials(names: &[&str; 5]) -> Vec<AddedToken> {
