@@ -205,6 +205,10 @@ pub struct TrainSection {
     pub min_lr: f64,
     #[serde(default)]
     pub warmup_steps: u64,
+    /// Step at which the decay ends (default: `max_steps`); set it to extend a run later
+    /// without changing its schedule.
+    #[serde(default)]
+    pub decay_steps: Option<u64>,
     #[serde(default)]
     pub decay: Decay,
     #[serde(default = "default_weight_decay")]
@@ -359,8 +363,9 @@ impl Config {
         if !(0.0..=tr.lr).contains(&tr.min_lr) {
             bail!("train.min_lr: {} must be in [0, train.lr]", tr.min_lr);
         }
-        if tr.warmup_steps > tr.max_steps {
-            bail!("train.warmup_steps: {} exceeds train.max_steps ({})", tr.warmup_steps, tr.max_steps);
+        let decay_steps = tr.decay_steps.unwrap_or(tr.max_steps);
+        if tr.warmup_steps > decay_steps {
+            bail!("train.warmup_steps: {} exceeds the decay length ({decay_steps} steps)", tr.warmup_steps);
         }
         for (k, v) in [("beta1", tr.beta1), ("beta2", tr.beta2)] {
             if !(0.0..1.0).contains(&v) {
@@ -399,7 +404,7 @@ impl Config {
             max_steps: t.max_steps,
             grad_accum: t.grad_accum,
             adamw: AdamWSettings { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay },
-            schedule: LrSchedule { peak: t.lr, min_lr: t.min_lr, warmup_steps: t.warmup_steps, total_steps: t.max_steps, decay: t.decay },
+            schedule: LrSchedule { peak: t.lr, min_lr: t.min_lr, warmup_steps: t.warmup_steps, total_steps: t.decay_steps.unwrap_or(t.max_steps), decay: t.decay },
             clip_grad_norm: (t.clip_grad_norm > 0.0).then_some(t.clip_grad_norm),
             log_every: t.log_every,
             eval_every: t.eval_every,

@@ -445,4 +445,31 @@ mod tests {
         assert!(parts.iter().all(|p| p.len() <= 2 * PIECE_BYTES));
         assert!(parts.len() > 2);
     }
+
+    #[test]
+    fn u32_tokens_round_trip_across_shard_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SplitWriter::new(dir.path(), "train", TokenDtype::U32, 3);
+        let tokens: Vec<u32> = (0..10).map(|i| 70_000 + i * 1000).collect();
+        w.push(&tokens[..4]).unwrap();
+        w.push(&tokens[4..]).unwrap();
+        w.finish_shard().unwrap();
+        assert_eq!(w.index.shards.len(), 4);
+        let index = ShardIndex {
+            version: FORMAT_VERSION,
+            dtype: TokenDtype::U32,
+            vocab_size: 80_000,
+            fingerprint: String::new(),
+            train: w.index.clone(),
+            heldout: SplitIndex::default(),
+            train_counts: Vec::new(),
+            source: SourceStats::default(),
+        };
+        let stream = TokenStream::open(dir.path(), &index, &index.train).unwrap();
+        let mut out = Vec::new();
+        stream.read(0, 10, &mut out);
+        assert_eq!(out, tokens);
+        assert_eq!(TokenDtype::for_vocab(65_536), TokenDtype::U16);
+        assert_eq!(TokenDtype::for_vocab(65_537), TokenDtype::U32);
+    }
 }

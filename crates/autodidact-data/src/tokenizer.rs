@@ -107,14 +107,17 @@ impl TextTokenizer {
         let (names, mut tokenizer, mut trainer) = match spec.kind {
             TokenizerKind::WordPiece => {
                 let names = BERT_SPECIALS;
+                let normalizer = BertNormalizer::new(true, true, Some(spec.lowercase), spec.lowercase);
+                let mut reserved = specials(&names);
+                reserved.extend(continuation_alphabet(source, &normalizer)?.into_iter().map(|c| AddedToken::from(format!("##{c}"), true)));
                 let mut tk = Tokenizer::new(WordPiece::builder().unk_token(names[1].into()).build().map_err(|e| tok_err(source.root(), e))?);
-                tk.with_normalizer(Some(BertNormalizer::new(true, true, Some(spec.lowercase), spec.lowercase)));
+                tk.with_normalizer(Some(normalizer));
                 tk.with_pre_tokenizer(Some(BertPreTokenizer));
                 tk.with_decoder(Some(WordPieceDecoder::default()));
                 let trainer = WordPieceTrainer::builder()
                     .vocab_size(spec.vocab_size)
                     .min_frequency(spec.min_frequency)
-                    .special_tokens(specials(&names))
+                    .special_tokens(reserved)
                     .show_progress(false)
                     .build();
                 (names, tk, TrainerWrapper::WordPieceTrainer(trainer))
@@ -237,8 +240,10 @@ fn canonical_ids(tokenizer: &Tokenizer, names: &[&str; 5]) -> std::result::Resul
     let ordered = names.iter().map(|s| s.to_string()).filter(|t| vocab.contains_key(t)).chain(tokens);
     let renumbered: serde_json::Map<String, serde_json::Value> = ordered.enumerate().map(|(i, t)| (t, serde_json::Value::from(i))).collect();
     *vocab = renumbered;
-    // Added (special) tokens carry their ids too.
+    // Added (special) tokens carry their ids too; the reserved `##c` pieces become ordinary
+    // vocabulary entries.
     if let Some(added) = json.get_mut("added_tokens").and_then(|v| v.as_array_mut()) {
+        added.retain(|t| t.get("content").and_then(|c| c.as_str()).is_some_and(|c| names.contains(&c)));
         for token in added {
             if let Some(pos) = token.get("content").and_then(|c| c.as_str()).and_then(|c| names.iter().position(|n| *n == c)) {
                 token["id"] = serde_json::Value::from(pos);
@@ -246,6 +251,24 @@ fn canonical_ids(tokenizer: &Tokenizer, names: &[&str; 5]) -> std::result::Resul
         }
     }
     Tokenizer::from_bytes(serde_json::to_vec(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+}
+
+/// Every character that can continue a word after normalization, in code-point order.
+///
+/// HF's WordPiece trainer numbers the `##c` pieces in the order it meets them while iterating
+/// a randomly seeded hash map, and breaks ties between equally frequent merges by those
+/// numbers, so two trainings on the same corpus can pick different pieces. Reserving the `##c`
+/// pieces up front, in a fixed order, fixes every id the trainer compares. (Costs one extra
+/// pass of normalization over the corpus.)
+fn continuation_alphabet(source: &TextSource, normalizer: &BertNormalizer) -> Result<std::collections::BTreeSet<char>> {
+    use tokenizers::{NormalizedString, Normalizer};
+    let mut alphabet = std::collections::BTreeSet::new();
+    for chunk in source.chunks() {
+        let mut n = NormalizedString::from(chunk.text.as_str());
+        normalizer.normalize(&mut n).map_err(|e| tok_err(source.root(), e))?;
+        alphabet.extend(n.get().chars().filter(|c| !c.is_whitespace() && !c.is_ascii_punctuation()));
+    }
+    Ok(alphabet)
 }
 
 fn specials(names: &[&str; 5]) -> Vec<AddedToken> {

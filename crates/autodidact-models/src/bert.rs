@@ -4,8 +4,8 @@
 //! (`embeddings.word_embeddings`, `encoder.layer.{i}.attention.self_attn.query`, ...), so that
 //! a checkpoint maps one-to-one onto HF names; the only renames are Rust keywords
 //! (`self` → `self_attn`) and burn's LayerNorm parameter names (`gamma`/`beta` →
-//! `weight`/`bias`). Linear layers use burn's column layout: weights are stored as PyTorch's
-//! `[out, in]`.
+//! `weight`/`bias`). Linear weights are burn's `[in, out]`; HF export transposes them to
+//! PyTorch's `[out, in]`.
 //!
 //! Architecture as in real BERT checkpoints: post-LayerNorm residual blocks, exact (erf) GELU,
 //! learned absolute positions, token-type embeddings, additive padding mask, `layer_norm_eps`
@@ -14,7 +14,6 @@
 use burn::module::{Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-    LinearLayout,
 };
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -128,7 +127,7 @@ impl BertConfig {
     }
 
     pub(crate) fn linear(&self, d_in: usize, d_out: usize, device: &Device) -> Linear {
-        let mut linear = LinearConfig::new(d_in, d_out).with_layout(LinearLayout::Col).with_initializer(self.normal()).init(device);
+        let mut linear = LinearConfig::new(d_in, d_out).with_initializer(self.normal()).init(device);
         linear.bias = Some(Initializer::Zeros.init([d_out], device));
         linear
     }

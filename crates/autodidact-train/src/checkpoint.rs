@@ -132,7 +132,9 @@ impl Checkpoints {
 
     fn write_into<M: Module>(&self, dir: &Path, model: &M, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<()> {
         let model_path = dir.join(MODEL_FILE);
-        let mut store = SafetensorsStore::from_file(&model_path).overwrite(true);
+        // One metadata entry only: burn keeps metadata in a hash map, and several entries
+        // would be written in a random order, making identical checkpoints differ in bytes.
+        let mut store = SafetensorsStore::from_file(&model_path).overwrite(true).clear_metadata().metadata("producer", "autodidact");
         model.save_into(&mut store).map_err(|e| TrainError::checkpoint(&model_path, e))?;
         let opt_path = dir.join(OPTIMIZER_FILE);
         optimizer.save(&opt_path).map_err(|e| TrainError::checkpoint(&opt_path, format!("{e:?}")))?;

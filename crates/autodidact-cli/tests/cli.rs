@@ -1,0 +1,273 @@
+//! End-to-end tests of the `autodidact` binary: smoke training, determinism, exact resume,
+//! and the errors users see for bad configs and bad data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_autodidact"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    let out = bin().args(args).current_dir(cwd).output().expect("run autodidact");
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A small, fast variant of the smoke config, written into `dir`.
+fn tiny_config(dir: &Path, corpus: &Path, extra: &str) -> PathBuf {
+    let cfg = format!(
+        r#"
+[run]
+name = "t"
+seed = 11
+
+[data]
+path = "{}"
+heldout_fraction = 0.05
+seq_len = 32
+
+[tokenizer]
+vocab_size = 300
+
+[model]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+intermediate_size = 64
+max_position_embeddings = 32
+hidden_dropout_prob = 0.1
+attention_probs_dropout_prob = 0.1
+
+[objective]
+type = "mlm"
+
+[train]
+batch_size = 8
+max_steps = 12
+lr = 3e-3
+warmup_steps = 1
+log_every = 1
+eval_every = 6
+eval_batches = 2
+checkpoint_every = 4
+keep_last = 2
+{extra}
+"#,
+        corpus.display()
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn alice() -> PathBuf {
+    repo().join("assets/corpus/gutenberg/carroll-alice.txt.gz")
+}
+
+fn metrics(run_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn train_losses(run_dir: &Path) -> Vec<(u64, f64)> {
+    metrics(run_dir).iter().filter(|m| m.get("loss").is_some()).map(|m| (m["step"].as_u64().unwrap(), m["loss"].as_f64().unwrap())).collect()
+}
+
+#[test]
+fn smoke_config_learns_and_writes_a_complete_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "pretrain",
+        repo().join("configs/smoke-mlm.toml").to_str().unwrap(),
+        "--expect-loss-drop",
+        "0.15",
+        "--output-dir",
+        dir.path().to_str().unwrap(),
+    ], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let run_dir = dir.path().join("smoke-mlm");
+    for f in ["config.toml", "tokenizer.json", "metrics.jsonl", "summary.json", "shards/index.json"] {
+        assert!(run_dir.join(f).exists(), "missing {f}");
+    }
+    let summary: Value = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+    let acc = summary["final_eval"]["eval_accuracy"].as_f64().unwrap();
+    let unigram = summary["unigram_baseline"]["eval_accuracy"].as_f64().unwrap();
+    assert!(acc > unigram, "accuracy {acc} not above the unigram baseline {unigram}");
+    // Every training line has the documented fields; evaluation lines theirs.
+    let lines = metrics(&run_dir);
+    assert!(lines.iter().filter(|m| m.get("loss").is_some()).all(|m| m.get("lr").is_some() && m.get("tokens_per_s").is_some()));
+    assert!(lines.iter().any(|m| m.get("eval_loss").is_some() && m.get("eval_accuracy").is_some()));
+    // The resolved config parses back and names the absolute corpus path.
+    let resolved = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(resolved.contains("carroll-alice.txt.gz"));
+    let ckpt = run_dir.join("checkpoints");
+    let names: Vec<String> = std::fs::read_dir(&ckpt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("step-")), "{names:?}");
+}
+
+#[test]
+fn same_seed_gives_the_same_losses_and_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &alice(), "");
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", &format!("run.name={name}"), "--output-dir", "runs"], dir.path());
+        assert!(out.status.success(), "{}", text(&out));
+        runs.push(dir.path().join("runs").join(name));
+    }
+    let (a, b) = (train_losses(&runs[0]), train_losses(&runs[1]));
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, b, "losses differ between identical runs");
+    let w = |r: &Path| std::fs::read(r.join("checkpoints/step-00000012/model.safetensors")).unwrap();
+    assert!(w(&runs[0]) == w(&runs[1]), "weights differ between identical runs");
+    // A different seed gives a different run.
+    let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", "run.name=c", "--set", "run.seed=12", "--output-dir", "runs"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(train_losses(&dir.path().join("runs/c")), a);
+}
+
+#[test]
+fn resume_continues_exactly_like_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &alice(), "decay_steps = 12");
+    let cfg = cfg.to_str().unwrap();
+    let full = run(&["pretrain", cfg, "--set", "run.name=full", "--output-dir", "runs"], dir.path());
+    assert!(full.status.success(), "{}", text(&full));
+    // Stop after 8 steps (checkpoint at 8), then resume to 12 with the same schedule.
+    let part = run(&["pretrain", cfg, "--set", "run.name=part", "--set", "train.max_steps=8", "--output-dir", "runs"], dir.path());
+    assert!(part.status.success(), "{}", text(&part));
+    let resumed = run(&["pretrain", "--resume", "runs/part", "--set", "train.max_steps=12"], dir.path());
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let (f, p) = (dir.path().join("runs/full"), dir.path().join("runs/part"));
+    assert_eq!(train_losses(&f), train_losses(&p));
+    let w = |r: &Path| std::fs::read(r.join("checkpoints/step-00000012/model.safetensors")).unwrap();
+    assert!(w(&f) == w(&p), "final weights differ after resume");
+}
+
+#[test]
+fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &alice(), "decay_steps = 12");
+    let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=8", "--output-dir", "runs"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let newest = dir.path().join("runs/t/checkpoints/step-00000008/model.safetensors");
+    let len = std::fs::metadata(&newest).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(len / 2).unwrap();
+    let out = run(&["pretrain", "--resume", "runs/t", "--set", "train.max_steps=12"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("skipping damaged checkpoint") && msg.contains("step-00000008"), "{msg}");
+    let steps: Vec<u64> = train_losses(&dir.path().join("runs/t")).iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>(), "resumed from step 4 and logged each step once");
+}
+
+#[test]
+fn expect_loss_drop_fails_a_run_that_did_not_learn() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &alice(), "");
+    let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=1", "--expect-loss-drop", "0.5", "--output-dir", "runs"], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("less than the expected 50.0%"), "{}", text(&out));
+}
+
+#[test]
+fn existing_runs_are_not_overwritten_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &alice(), "");
+    let args = ["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=2", "--output-dir", "runs"];
+    assert!(run(&args, dir.path()).status.success());
+    let again = run(&args, dir.path());
+    assert!(!again.status.success());
+    assert!(text(&again).contains("--resume"), "{}", text(&again));
+    let mut forced = args.to_vec();
+    forced.push("--overwrite");
+    assert!(run(&forced, dir.path()).status.success());
+}
+
+fn assert_fails_with(args: &[&str], cwd: &Path, needles: &[&str]) {
+    let out = run(args, cwd);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!msg.contains("panicked"), "{msg}");
+    for n in needles {
+        assert!(msg.contains(n), "expected {n:?} in: {msg}");
+    }
+}
+
+#[test]
+fn config_errors_name_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_config(d, &alice(), "warmpu_steps = 3");
+    assert_fails_with(&["pretrain", cfg.to_str().unwrap()], d, &["tiny.toml", "unknown field `warmpu_steps`"]);
+    let cfg = tiny_config(d, &alice(), "").to_str().unwrap().to_string();
+    assert_fails_with(&["pretrain", &cfg, "--set", "train.batch_size=0"], d, &["tiny.toml", "train.batch_size"]);
+    assert_fails_with(&["pretrain", &cfg, "--set", "train.lr=\"fast\""], d, &["tiny.toml", "lr"]);
+    assert_fails_with(&["pretrain", &cfg, "--set", "model.num_attention_heads=3"], d, &["model.num_attention_heads", "does not divide"]);
+    assert_fails_with(&["pretrain", &cfg, "--set", "data.seq_len=64"], d, &["data.seq_len", "max_position_embeddings"]);
+    assert_fails_with(&["pretrain", &cfg, "--set", "objective.type=\"simclr\""], d, &["tiny.toml", "simclr"]);
+    assert_fails_with(&["pretrain", "nope.toml"], d, &["cannot read config file nope.toml"]);
+    std::fs::write(d.join("broken.toml"), "[run\nname = 1").unwrap();
+    assert_fails_with(&["pretrain", "broken.toml"], d, &["broken.toml", "line 1"]);
+}
+
+#[test]
+fn bad_corpora_give_clear_errors_or_counted_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_config(d, &d.join("missing"), "");
+    assert_fails_with(&["pretrain", cfg.to_str().unwrap()], d, &["missing", "does not exist"]);
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let cfg = tiny_config(d, &d.join("empty"), "");
+    assert_fails_with(&["pretrain", cfg.to_str().unwrap()], d, &["empty", "is empty"]);
+
+    // Invalid UTF-8 is dropped and counted; the run goes on.
+    let corpus = d.join("mixed");
+    std::fs::create_dir(&corpus).unwrap();
+    let good = std::process::Command::new("gzip").arg("-dc").arg(alice()).output().unwrap().stdout;
+    std::fs::write(corpus.join("alice.txt"), &good).unwrap();
+    std::fs::write(corpus.join("bad.txt"), b"caf\xe9 au lait \xff\xfe and more words\n").unwrap();
+    let cfg = tiny_config(d, &corpus, "");
+    let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=2", "--output-dir", "runs"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&std::fs::read(d.join("runs/t/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["corpus"]["invalid_utf8_documents"], 1);
+    assert_eq!(summary["corpus"]["files_read"], 2);
+}
+
+#[test]
+fn tokenizer_train_writes_a_loadable_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("tok.json");
+    let out = run(&["tokenizer", "train", "--input", alice().to_str().unwrap(), "--vocab-size", "500", "--out", out_path.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    // A config may use it instead of training one.
+    let cfg = tiny_config(dir.path(), &alice(), "");
+    let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", &format!("tokenizer.path=\"{}\"", out_path.display()), "--set", "train.max_steps=1", "--output-dir", "runs"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&std::fs::read(dir.path().join("runs/t/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["corpus"]["vocab_size"], 500);
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["pretrain", "tokenizer"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let out = bin().args(["pretrain", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--set", "--resume", "--backend", "--expect-loss-drop", "--output-dir"] {
+        assert!(help.contains(flag), "{help}");
+    }
+}
