@@ -171,6 +171,18 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
 }
 
 #[test]
+fn gradient_accumulation_consumes_all_micro_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &alice(), "grad_accum = 3");
+    let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=4", "--output-dir", "runs"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&std::fs::read(dir.path().join("runs/t/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 4);
+    assert_eq!(summary["examples_seen"], 4 * 3 * 8);
+    assert_eq!(summary["tokens_seen"], 4 * 3 * 8 * 32);
+}
+
+#[test]
 fn expect_loss_drop_fails_a_run_that_did_not_learn() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path(), &alice(), "");

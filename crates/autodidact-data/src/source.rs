@@ -22,9 +22,10 @@ pub enum TextFormat {
     /// Chosen per file from its extension (`.txt`, `.jsonl`, each optionally `.gz`).
     #[default]
     Auto,
-    /// Plain text; one document per file.
+    /// Plain text, one document per file: every non-hidden file is read.
     Txt,
-    /// One JSON object per line; the document is the string in the text field.
+    /// One JSON object per line, the document being the string in the text field: every
+    /// non-hidden file is read.
     Jsonl,
 }
 
@@ -139,10 +140,12 @@ fn kind_of(path: &Path, format: TextFormat) -> Option<FileKind> {
     } else {
         None
     };
+    let hidden = name.starts_with('.');
     match format {
         TextFormat::Auto => by_ext,
-        TextFormat::Txt => by_ext.map(|_| FileKind::Txt),
-        TextFormat::Jsonl => by_ext.map(|_| FileKind::Jsonl),
+        // An explicit format reads every (non-hidden) file, whatever its extension.
+        TextFormat::Txt => (!hidden).then_some(FileKind::Txt),
+        TextFormat::Jsonl => (!hidden).then_some(FileKind::Jsonl),
     }
 }
 

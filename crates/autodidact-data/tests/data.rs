@@ -55,6 +55,16 @@ fn source_reads_txt_gz_and_jsonl_recursively_in_order() {
 }
 
 #[test]
+fn an_explicit_format_reads_every_visible_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("notes.md"), b"markdown text");
+    write(&dir.path().join(".hidden"), b"skip me");
+    assert!(TextSource::open(dir.path(), TextFormat::Auto, "text").is_err(), "auto knows no .md");
+    let source = TextSource::open(dir.path(), TextFormat::Txt, "text").unwrap();
+    assert_eq!(source.chunks().map(|c| c.text).collect::<Vec<_>>(), ["markdown text"]);
+}
+
+#[test]
 fn invalid_utf8_is_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("bad.txt"), b"good text \xff\xfe more good text");
