@@ -15,6 +15,11 @@ use serde_json::json;
 
 use crate::config::{Backend, Config, ObjectiveSection};
 
+/// [`autodidact_core::fsutil::write_atomic`] with the path in the error.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    autodidact_core::fsutil::write_atomic(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// What `pretrain` was asked to do.
 pub struct PretrainArgs {
     /// The validated config.
@@ -53,7 +58,7 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let PretrainArgs { config, run_dir, resume, backend, progress } = args;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
     let resolved = toml::to_string_pretty(&config).context("cannot serialize the resolved config")?;
-    autodidact_data::fsutil::write_atomic(&run_dir.join("config.toml"), resolved.as_bytes())?;
+    write_atomic(&run_dir.join("config.toml"), resolved.as_bytes())?;
 
     // Tokenizer: the run's own copy wins (resume), then a configured file, then training.
     let source = TextSource::open(&config.data.path, config.data.format, &config.data.text_field).context("data.path")?;
@@ -107,7 +112,7 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let (_, summary) = train(objective, data, &device, &RunDir { root: run_dir.clone() }, &train_cfg, resume)?;
     let report = summary_json(&config, &run_dir, &summary, &index, &baseline, backend);
     let bytes = serde_json::to_vec_pretty(&report)?;
-    autodidact_data::fsutil::write_atomic(&run_dir.join("summary.json"), &bytes)?;
+    write_atomic(&run_dir.join("summary.json"), &bytes)?;
     Ok(report)
 }
 

@@ -6,5 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod fsutil;
 pub mod objective;
 pub mod seed;

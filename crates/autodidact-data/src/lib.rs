@@ -6,7 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod error;
-pub mod fsutil;
 pub mod mlm;
 pub mod shards;
 pub mod source;

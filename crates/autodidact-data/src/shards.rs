@@ -20,7 +20,6 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::fsutil::write_atomic;
 use crate::source::{SourceStats, TextSource};
 use crate::tokenizer::{TextTokenizer, empty_detail};
 
@@ -332,7 +331,8 @@ fn build(source: &TextSource, tokenizer: &TextTokenizer, dir: &Path, opts: &Shar
         source: stats,
     };
     let json = serde_json::to_vec_pretty(&index).map_err(|e| DataError::Shards { path: partial.clone(), message: e.to_string() })?;
-    write_atomic(&partial.join(INDEX_FILE), &json)?;
+    let index_path = partial.join(INDEX_FILE);
+    autodidact_core::fsutil::write_atomic(&index_path, &json).map_err(|e| DataError::io(&index_path, e))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }

@@ -181,7 +181,7 @@ impl TextTokenizer {
     /// Serialization or I/O failure.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.inner.to_string(true).map_err(|e| tok_err(path, e))?;
-        crate::fsutil::write_atomic(path, json.as_bytes())
+        autodidact_core::fsutil::write_atomic(path, json.as_bytes()).map_err(|e| DataError::io(path, e))
     }
 
     /// The serialized `tokenizer.json`, e.g. to hash it.

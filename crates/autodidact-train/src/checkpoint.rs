@@ -75,7 +75,7 @@ fn hash_file(path: &Path) -> Result<FileEntry> {
 }
 
 fn fsync(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(|e| TrainError::io(path, e))
+    autodidact_core::fsutil::sync_path(path).map_err(|e| TrainError::io(path, e))
 }
 
 /// The checkpoints directory of a run.

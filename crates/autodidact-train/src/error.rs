@@ -35,14 +35,6 @@ pub enum TrainError {
     /// The data pipeline stopped (its thread panicked or ended early).
     #[error("the data pipeline stopped unexpectedly at batch {0}")]
     DataPipeline(u64),
-    /// An invalid training setting.
-    #[error("train.{field}: {message}")]
-    Config {
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 impl TrainError {

@@ -35,7 +35,7 @@ impl MetricsLog {
                         kept.push('\n');
                     }
                 }
-                replace_atomic(path, kept.as_bytes())?;
+                autodidact_core::fsutil::write_atomic(path, kept.as_bytes()).map_err(|e| TrainError::io(path, e))?;
             }
         } else if path.exists() {
             std::fs::remove_file(path).map_err(|e| TrainError::io(path, e))?;
@@ -53,12 +53,6 @@ impl MetricsLog {
         line.push('\n');
         self.file.write_all(line.as_bytes()).and_then(|()| self.file.flush()).map_err(|e| TrainError::io(&self.path, e))
     }
-}
-
-/// Replaces a file's contents atomically (temp file + rename).
-fn replace_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| TrainError::io(path, e))
 }
 
 /// Reads all records of a metrics file (for tests and reports).
