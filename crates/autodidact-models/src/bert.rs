@@ -386,6 +386,18 @@ impl BertForMaskedLM {
         }
     }
 
+    /// Vocabulary logits at every position (HF `BertForMaskedLM.forward(...).logits`).
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, vocab]`
+    pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        let hidden = self.bert.forward(input); // (B, T, H)
+        let [b, t, h] = hidden.dims();
+        let logits = self.predict(hidden.reshape([b * t, h])); // (B*T, V)
+        let v = logits.dims()[1];
+        logits.reshape([b, t, v])
+    }
+
     /// Vocabulary logits at the masked positions only: hidden states are gathered first,
     /// so the `[hidden, vocab]` projection (the largest cost) runs on `num_masked` rows.
     ///
@@ -395,10 +407,18 @@ impl BertForMaskedLM {
     pub fn forward_masked(&self, input: BertInput, masked_positions: Tensor<1, Int>) -> Tensor<2> {
         let hidden = self.bert.forward(input); // (B, T, H)
         let [b, t, h] = hidden.dims();
-        let picked = hidden.reshape([b * t, h]).select(0, masked_positions); // (M, H)
+        self.predict(hidden.reshape([b * t, h]).select(0, masked_positions))
+    }
+
+    /// The MLM head on hidden-state rows: transform, then the decoder tied to the word
+    /// embeddings plus the output bias.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[rows, hidden]`; output: `[rows, vocab]`
+    fn predict(&self, hidden: Tensor<2>) -> Tensor<2> {
         let head = &self.cls.predictions;
-        let x = head.transform.layer_norm.forward(gelu(head.transform.dense.forward(picked)));
+        let x = head.transform.layer_norm.forward(gelu(head.transform.dense.forward(hidden)));
         let decoder = self.bert.embeddings.word_embeddings.weight.val(); // (V, H)
-        x.matmul(decoder.transpose()) + head.bias.val().unsqueeze_dim(0) // (M, V)
+        x.matmul(decoder.transpose()) + head.bias.val().unsqueeze_dim(0) // (rows, V)
     }
 }

@@ -6,5 +6,6 @@
 
 pub mod bert;
 pub mod error;
+pub mod hf;
 
 pub use error::ModelError;
