@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::TrainerWrapper;
+use tokenizers::models::{ModelWrapper, TrainerWrapper};
 use tokenizers::models::bpe::{BPE, BpeTrainer};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -110,10 +111,7 @@ impl TextTokenizer {
                 let normalizer = BertNormalizer::new(true, true, Some(spec.lowercase), spec.lowercase);
                 let mut reserved = specials(&names);
                 reserved.extend(continuation_alphabet(source, &normalizer)?.into_iter().map(|c| AddedToken::from(format!("##{c}"), true)));
-                let mut tk = Tokenizer::new(WordPiece::builder().unk_token(names[1].into()).build().map_err(|e| tok_err(source.root(), e))?);
-                tk.with_normalizer(Some(normalizer));
-                tk.with_pre_tokenizer(Some(BertPreTokenizer));
-                tk.with_decoder(Some(WordPieceDecoder::default()));
+                let tk = bert_pipeline(WordPiece::builder().unk_token(names[1].into()).build().map_err(|e| tok_err(source.root(), e))?, normalizer);
                 let trainer = WordPieceTrainer::builder()
                     .vocab_size(spec.vocab_size)
                     .min_frequency(spec.min_frequency)
@@ -157,6 +155,86 @@ impl TextTokenizer {
             TokenizerKind::Bpe => tokenizer.with_post_processor(Some(RobertaProcessing::new(sep, cls))),
         };
         Ok((Self { inner: tokenizer, special }, stats))
+    }
+
+    /// Loads the tokenizer of a HuggingFace model directory: its `tokenizer.json` when
+    /// present, else a BERT WordPiece tokenizer built from `vocab.txt` with the options of
+    /// `tokenizer_config.json` (`do_lower_case`, default true; `strip_accents`;
+    /// `tokenize_chinese_chars`), as transformers' `BertTokenizer` does.
+    ///
+    /// # Errors
+    /// Neither file present, or a malformed one (named).
+    pub fn load_hf_dir(dir: &Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Self::load(&json);
+        }
+        let vocab = dir.join("vocab.txt");
+        if !vocab.is_file() {
+            return Err(tok_err(dir, "no tokenizer.json or vocab.txt in this directory"));
+        }
+        let options = BertVocabOptions::read(&dir.join("tokenizer_config.json"))?;
+        let path_str = vocab.to_str().ok_or_else(|| tok_err(&vocab, "path is not UTF-8"))?;
+        let model = WordPiece::from_file(path_str).unk_token(BERT_SPECIALS[1].into()).build().map_err(|e| tok_err(&vocab, e))?;
+        let normalizer = BertNormalizer::new(true, options.tokenize_chinese_chars, options.strip_accents, options.do_lower_case);
+        let mut inner = bert_pipeline(model, normalizer);
+        let special = lookup_specials(&inner, &BERT_SPECIALS).ok_or_else(|| tok_err(&vocab, format!("special tokens missing: expected {BERT_SPECIALS:?}")))?;
+        inner.add_special_tokens(&specials(&BERT_SPECIALS));
+        inner.with_post_processor(Some(BertProcessing::new((BERT_SPECIALS[3].into(), special.sep), (BERT_SPECIALS[2].into(), special.cls))));
+        Ok(Self { inner, special })
+    }
+
+    /// The tokenizer files HF tools read, as `(file name, contents)`: `tokenizer.json`,
+    /// `tokenizer_config.json`, `special_tokens_map.json`, and for WordPiece `vocab.txt` (so
+    /// that `BertTokenizer` and other readers of the classic format load it too).
+    ///
+    /// # Errors
+    /// Serialization failure.
+    pub fn hf_files(&self, model_max_length: usize) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let json = self.inner.to_string(true).map_err(|e| tok_err(Path::new("tokenizer.json"), e))?;
+        let name = |id: u32| self.inner.id_to_token(id).unwrap_or_default();
+        let s = self.special;
+        let mut map = serde_json::json!({
+            "cls_token": name(s.cls), "sep_token": name(s.sep), "pad_token": name(s.pad),
+            "unk_token": name(s.unk), "mask_token": name(s.mask),
+        });
+        let mut config = map.clone();
+        config["model_max_length"] = model_max_length.into();
+        let mut files = vec![("tokenizer.json", json.into_bytes())];
+        match self.inner.get_model() {
+            ModelWrapper::WordPiece(_) => {
+                let lowercase = match self.inner.get_normalizer() {
+                    Some(NormalizerWrapper::BertNormalizer(n)) => n.lowercase,
+                    _ => false,
+                };
+                config["tokenizer_class"] = "BertTokenizer".into();
+                config["do_lower_case"] = lowercase.into();
+                if let Some(vocab) = self.vocab_txt() {
+                    files.push(("vocab.txt", vocab.into_bytes()));
+                }
+            }
+            _ => {
+                config["tokenizer_class"] = "PreTrainedTokenizerFast".into();
+                for key in ["bos_token", "eos_token"] {
+                    map[key] = map[if key == "bos_token" { "cls_token" } else { "sep_token" }].clone();
+                    config[key] = map[key].clone();
+                }
+            }
+        }
+        let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).map_err(|e| tok_err(Path::new("tokenizer_config.json"), e));
+        files.push(("tokenizer_config.json", pretty(&config)?));
+        files.push(("special_tokens_map.json", pretty(&map)?));
+        Ok(files)
+    }
+
+    /// One token per line in id order, when the ids are exactly `0..n`.
+    fn vocab_txt(&self) -> Option<String> {
+        let vocab = self.inner.get_vocab(true);
+        let mut by_id = vec![None; vocab.len()];
+        for (token, id) in vocab {
+            *by_id.get_mut(id as usize)? = Some(token);
+        }
+        by_id.into_iter().map(|t| t.map(|t| t + "\n")).collect()
     }
 
     /// Loads a `tokenizer.json`. Its special tokens must use BERT (`[MASK]`, ...) or RoBERTa
@@ -269,6 +347,42 @@ fn continuation_alphabet(source: &TextSource, normalizer: &BertNormalizer) -> Re
         alphabet.extend(n.get().chars().filter(|c| !c.is_whitespace() && !c.is_ascii_punctuation()));
     }
     Ok(alphabet)
+}
+
+/// BERT's text pipeline around a WordPiece model (Devlin et al. 2019): normalizer, basic
+/// pre-tokenizer (whitespace and punctuation), `##` decoder.
+fn bert_pipeline(model: WordPiece, normalizer: BertNormalizer) -> Tokenizer {
+    let mut tk = Tokenizer::new(model);
+    tk.with_normalizer(Some(normalizer));
+    tk.with_pre_tokenizer(Some(BertPreTokenizer));
+    tk.with_decoder(Some(WordPieceDecoder::default()));
+    tk
+}
+
+/// The options of a HF `tokenizer_config.json` that shape a BERT WordPiece tokenizer.
+#[derive(Debug, Deserialize)]
+struct BertVocabOptions {
+    #[serde(default = "yes")]
+    do_lower_case: bool,
+    #[serde(default)]
+    strip_accents: Option<bool>,
+    #[serde(default = "yes")]
+    tokenize_chinese_chars: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BertVocabOptions {
+    /// Reads the options; a missing file means HF's defaults.
+    fn read(path: &Path) -> Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| tok_err(path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self { do_lower_case: true, strip_accents: None, tokenize_chinese_chars: true }),
+            Err(e) => Err(DataError::io(path, e)),
+        }
+    }
 }
 
 fn specials(names: &[&str; 5]) -> Vec<AddedToken> {

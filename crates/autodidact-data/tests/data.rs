@@ -315,3 +315,66 @@ fn too_short_a_split_for_one_sequence_is_a_clear_error() {
     let err = PackedSequences::new(stream, 512, 2, "training").unwrap_err();
     assert!(err.to_string().contains("fewer than one sequence of 512"), "{err}");
 }
+
+fn hf_fixture_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../autodidact-models/tests/fixtures/hf-bert-tiny")
+}
+
+/// `(texts, ids)` that transformers' `BertTokenizer` produced (no special tokens).
+fn hf_expected_tokens() -> (Vec<String>, Vec<Vec<u32>>) {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(hf_fixture_dir().join("expected_tokens.json")).unwrap()).unwrap();
+    (serde_json::from_value(json["texts"].clone()).unwrap(), serde_json::from_value(json["ids"].clone()).unwrap())
+}
+
+#[test]
+fn hf_tokenizer_json_and_vocab_txt_encode_like_transformers() {
+    let (texts, ids) = hf_expected_tokens();
+    let from_json = TextTokenizer::load_hf_dir(&hf_fixture_dir()).unwrap();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    assert_eq!(from_json.encode_batch(texts.clone()).unwrap(), ids);
+
+    // Only vocab.txt and tokenizer_config.json, as older BERT checkpoints ship.
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["vocab.txt", "tokenizer_config.json"] {
+        std::fs::copy(hf_fixture_dir().join(f), tmp.path().join(f)).unwrap();
+    }
+    let from_vocab = TextTokenizer::load_hf_dir(tmp.path()).unwrap();
+    assert_eq!(from_vocab.encode_batch(texts).unwrap(), ids);
+    assert_eq!((from_vocab.special(), from_vocab.vocab_size()), (from_json.special(), from_json.vocab_size()));
+
+    std::fs::remove_file(tmp.path().join("vocab.txt")).unwrap();
+    let err = TextTokenizer::load_hf_dir(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("no tokenizer.json or vocab.txt"), "{err}");
+}
+
+/// The files written for HF tools load back (from either tokenizer.json or vocab.txt) into a
+/// tokenizer that encodes exactly as the original.
+#[test]
+fn hf_tokenizer_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = corpus(dir.path());
+    let text = vec!["The quick brown fox, jumping over 12 lazy dogs. Über café!"];
+    for kind in [TokenizerKind::WordPiece, TokenizerKind::Bpe] {
+        let (original, _) = TextTokenizer::train(&source, &spec(kind, 150)).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let files = original.hf_files(128).unwrap();
+        for (name, bytes) in &files {
+            std::fs::write(out.path().join(name), bytes).unwrap();
+        }
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("tokenizer_config.json")).unwrap()).unwrap();
+        assert_eq!(config["model_max_length"], 128);
+        let expected = original.encode_batch(text.clone()).unwrap();
+        assert_eq!(TextTokenizer::load_hf_dir(out.path()).unwrap().encode_batch(text.clone()).unwrap(), expected);
+        if kind == TokenizerKind::WordPiece {
+            assert!(names.contains(&"vocab.txt"));
+            assert_eq!((config["tokenizer_class"].as_str(), config["do_lower_case"].as_bool()), (Some("BertTokenizer"), Some(true)));
+            std::fs::remove_file(out.path().join("tokenizer.json")).unwrap();
+            let from_vocab = TextTokenizer::load_hf_dir(out.path()).unwrap();
+            assert_eq!(from_vocab.encode_batch(text.clone()).unwrap(), expected);
+            assert_eq!(from_vocab.special(), original.special());
+        } else {
+            assert!(!names.contains(&"vocab.txt"));
+        }
+    }
+}

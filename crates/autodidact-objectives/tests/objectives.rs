@@ -1,5 +1,8 @@
 //! Losses against PyTorch golden values and analytic cases, and the objective contract.
 
+#[path = "../../autodidact-models/tests/support/hf_fixture.rs"]
+mod hf_fixture;
+
 use autodidact_core::batch::MlmBatch;
 use autodidact_core::objective::Objective;
 use autodidact_models::bert::BertConfig;
@@ -173,4 +176,30 @@ fn padding_does_not_change_real_positions() {
     let masked_other = scalar(objective.forward(&changed, &device).loss);
     assert!((masked_garbage - masked_other).abs() < 1e-6, "padded tokens leak into real positions");
     assert!((base - masked_garbage).abs() > 1e-7, "the mask should change the context");
+}
+
+/// Continued pretraining from a transformers-saved BERT starts where transformers is: our
+/// MLM loss on the fixture's batch (same masked positions and labels, dropout off) equals
+/// `BertForMaskedLM(..., labels=labels).loss` (`scripts/golden/hf_bert_fixture.py`).
+#[test]
+fn mlm_loss_on_a_transformers_checkpoint_matches_transformers() {
+    use autodidact_models::bert::BertForMaskedLM;
+    use autodidact_models::hf;
+    let fx = hf_fixture::load();
+    let config = hf::read_config(&fx.dir).unwrap();
+    let (model, _) = hf::load_weights(BertForMaskedLM::init(&config, &device()), &hf::weights_path(&fx.dir).unwrap()).unwrap();
+    let masked: Vec<(u32, u32)> = fx.labels.iter().enumerate().filter(|(_, l)| **l >= 0).map(|(i, l)| (i as u32, *l as u32)).collect();
+    let batch = MlmBatch {
+        batch_size: fx.batch,
+        seq_len: fx.seq,
+        input_ids: fx.input_ids.clone(),
+        token_type_ids: fx.token_type_ids.clone(),
+        attention_mask: fx.attention_mask.clone(),
+        masked_positions: masked.iter().map(|m| m.0).collect(),
+        masked_labels: masked.iter().map(|m| m.1).collect(),
+    };
+    // `device()` has no autodiff, so dropout is off, as in transformers' eval mode.
+    let loss = scalar(Mlm::from_model(model, 0.0).forward(&batch, &device()).loss);
+    eprintln!("MLM loss: ours {loss}, transformers {}", fx.loss);
+    assert!((loss - f64::from(fx.loss)).abs() < 1e-4, "ours {loss}, transformers {}", fx.loss);
 }
