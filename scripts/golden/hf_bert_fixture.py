@@ -22,7 +22,7 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "autodidact-models", "tests", "fixtures", "hf-bert-tiny")
 
 WORDS = (
-    "the a of and to in is was it he she that for on with as his her at by this be had not but "
+    "the of and to in is was it he she that for on with as his her at by this be had not but "
     "from they you all were we one there an which said so what up out if when cat sat mat dog ran "
     "door night dark happy day time little into over"
 ).split()

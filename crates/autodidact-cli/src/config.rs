@@ -19,9 +19,9 @@ pub struct Config {
     pub run: RunSection,
     /// Corpus.
     pub data: DataSection,
-    /// Tokenizer.
+    /// Tokenizer (absent with `model.init_from`, whose tokenizer is used).
     #[serde(default)]
-    pub tokenizer: TokenizerSection,
+    pub tokenizer: Option<TokenizerSection>,
     /// Encoder.
     pub model: ModelSection,
     /// Objective.
@@ -121,42 +121,45 @@ fn yes() -> bool {
 }
 
 /// BERT hyper-parameters (HF `BertConfig` names); `vocab_size` comes from the tokenizer.
+/// With `init_from`, the architecture comes from that directory's `config.json` and only the
+/// dropout probabilities may be set here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    #[serde(default = "default_max_positions")]
-    pub max_position_embeddings: usize,
-    #[serde(default = "default_type_vocab")]
-    pub type_vocab_size: usize,
-    #[serde(default = "default_dropout")]
-    pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
-    pub attention_probs_dropout_prob: f64,
-    #[serde(default = "default_init_range")]
-    pub initializer_range: f64,
-    #[serde(default = "default_ln_eps")]
-    pub layer_norm_eps: f64,
+    /// A HuggingFace BERT directory (`config.json`, `model.safetensors`, `tokenizer.json` or
+    /// `vocab.txt`) to continue pretraining from; relative to the config file.
+    pub init_from: Option<PathBuf>,
+    pub hidden_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+    pub type_vocab_size: Option<usize>,
+    pub hidden_dropout_prob: Option<f64>,
+    pub attention_probs_dropout_prob: Option<f64>,
+    pub initializer_range: Option<f64>,
+    pub layer_norm_eps: Option<f64>,
 }
 
-fn default_max_positions() -> usize {
-    512
+impl ModelSection {
+    /// The architecture fields that are set, by name (they conflict with `init_from`).
+    fn architecture_fields_set(&self) -> Vec<&'static str> {
+        let usizes = [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        let floats = [("initializer_range", self.initializer_range), ("layer_norm_eps", self.layer_norm_eps)];
+        usizes.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k).chain(floats.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k)).collect()
+    }
 }
-fn default_type_vocab() -> usize {
-    2
-}
-fn default_dropout() -> f64 {
-    0.1
-}
-fn default_init_range() -> f64 {
-    0.02
-}
-fn default_ln_eps() -> f64 {
-    1e-12
-}
+
+
+/// HF's default dropout on hidden states and attention probabilities.
+const DEFAULT_DROPOUT: f64 = 0.1;
 
 /// The pretraining objective: `[objective] type = "..."`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,10 +285,11 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
     let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     config.data.path = absolute(base, &config.data.path);
-    if let Some(t) = &config.tokenizer.path {
-        config.tokenizer.path = Some(absolute(base, t));
+    if let Some(t) = config.tokenizer.as_mut() {
+        t.path = t.path.as_deref().map(|p| absolute(base, p));
     }
-    config.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    config.model.init_from = config.model.init_from.as_deref().map(|p| absolute(base, p));
+    config.validate().map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
     Ok(config)
 }
 
@@ -330,15 +334,24 @@ impl Config {
         if d.seq_len < 8 {
             bail!("data.seq_len: {} is too short (at least 8)", d.seq_len);
         }
-        if d.seq_len > self.model.max_position_embeddings {
-            bail!("data.seq_len: {} is larger than model.max_position_embeddings ({}): the model has no position for the extra tokens", d.seq_len, self.model.max_position_embeddings);
+        if self.model.init_from.is_some() {
+            if let Some(field) = self.model.architecture_fields_set().first() {
+                bail!("model.{field}: the architecture comes from model.init_from (its config.json); remove model.{field}");
+            }
+            if self.tokenizer.is_some() {
+                bail!("tokenizer: the tokenizer comes from model.init_from; remove the [tokenizer] section");
+            }
         }
-        let t = &self.tokenizer;
+        let t = self.tokenizer();
         if t.path.is_none() && !(autodidact_data::tokenizer::MIN_VOCAB_SIZE..=1 << 24).contains(&t.vocab_size) {
             bail!("tokenizer.vocab_size: {} is out of range ({}..={})", t.vocab_size, autodidact_data::tokenizer::MIN_VOCAB_SIZE, 1 << 24);
         }
         // Model fields: validated by the model crate with a placeholder vocabulary.
-        self.bert_config(t.vocab_size.max(1)).validate()?;
+        let bert = self.bert_config(t.vocab_size.max(1))?;
+        bert.validate()?;
+        if d.seq_len > bert.max_position_embeddings {
+            bail!("data.seq_len: {} is larger than model.max_position_embeddings ({}): the model has no position for the extra tokens", d.seq_len, bert.max_position_embeddings);
+        }
         let ObjectiveSection::Mlm(m) = &self.objective;
         if !(m.mask_ratio > 0.0 && m.mask_ratio <= 1.0) {
             bail!("objective.mask_ratio: {} must be in (0, 1]", m.mask_ratio);
@@ -378,22 +391,40 @@ impl Config {
         Ok(())
     }
 
-    /// The model config for a tokenizer of `vocab_size`.
-    pub fn bert_config(&self, vocab_size: usize) -> BertConfig {
+    /// The tokenizer section, or its defaults.
+    pub fn tokenizer(&self) -> TokenizerSection {
+        self.tokenizer.clone().unwrap_or_default()
+    }
+
+    /// The model config: from `model.init_from`'s `config.json` (its own vocabulary size),
+    /// else from the fields here with a tokenizer of `vocab_size`.
+    ///
+    /// # Errors
+    /// An unreadable or unsupported `config.json`, or a required field missing.
+    pub fn bert_config(&self, vocab_size: usize) -> Result<BertConfig> {
         let m = &self.model;
-        BertConfig {
-            vocab_size,
-            hidden_size: m.hidden_size,
-            num_hidden_layers: m.num_hidden_layers,
-            num_attention_heads: m.num_attention_heads,
-            intermediate_size: m.intermediate_size,
-            hidden_dropout_prob: m.hidden_dropout_prob,
-            attention_probs_dropout_prob: m.attention_probs_dropout_prob,
-            max_position_embeddings: m.max_position_embeddings,
-            type_vocab_size: m.type_vocab_size,
-            initializer_range: m.initializer_range,
-            layer_norm_eps: m.layer_norm_eps,
-        }
+        let mut config = match &m.init_from {
+            Some(dir) => autodidact_models::hf::read_config(dir).context("model.init_from")?,
+            None => {
+                let need = |field: &str, v: Option<usize>| v.ok_or_else(|| anyhow!("model.{field}: required (or set model.init_from)"));
+                BertConfig {
+                    vocab_size,
+                    hidden_size: need("hidden_size", m.hidden_size)?,
+                    num_hidden_layers: need("num_hidden_layers", m.num_hidden_layers)?,
+                    num_attention_heads: need("num_attention_heads", m.num_attention_heads)?,
+                    intermediate_size: need("intermediate_size", m.intermediate_size)?,
+                    hidden_dropout_prob: DEFAULT_DROPOUT,
+                    attention_probs_dropout_prob: DEFAULT_DROPOUT,
+                    max_position_embeddings: m.max_position_embeddings.unwrap_or(512),
+                    type_vocab_size: m.type_vocab_size.unwrap_or(2),
+                    initializer_range: m.initializer_range.unwrap_or(0.02),
+                    layer_norm_eps: m.layer_norm_eps.unwrap_or(1e-12),
+                }
+            }
+        };
+        config.hidden_dropout_prob = m.hidden_dropout_prob.unwrap_or(config.hidden_dropout_prob);
+        config.attention_probs_dropout_prob = m.attention_probs_dropout_prob.unwrap_or(config.attention_probs_dropout_prob);
+        Ok(config)
     }
 
     /// The trainer's typed config.

@@ -1,6 +1,7 @@
 //! `autodidact`: self-supervised pretraining of compact specialist models.
 
 mod config;
+mod export;
 mod pretrain;
 
 use std::io::IsTerminal;
@@ -24,9 +25,44 @@ struct Cli {
 enum Command {
     /// Pretrain a model from a TOML config (see configs/ and the README's config reference).
     Pretrain(PretrainCli),
+    /// Export a run's checkpoint as a HuggingFace model directory.
+    Export(ExportCli),
     /// Tokenizer utilities.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+}
+
+#[derive(Args)]
+struct ExportCli {
+    /// The run directory (as written by `pretrain`).
+    run_dir: PathBuf,
+    /// Output format: `hf` writes config.json, model.safetensors (transformers' names and
+    /// layout), tokenizer.json, vocab.txt (WordPiece), tokenizer_config.json and
+    /// special_tokens_map.json.
+    #[arg(long, value_enum, default_value = "hf")]
+    format: ExportFormat,
+    /// The model directory to write.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Export the bare encoder (`BertModel`) without the MLM head.
+    #[arg(long)]
+    encoder_only: bool,
+    /// Export this checkpoint directory of the run instead of the newest valid one.
+    #[arg(long, value_name = "CHECKPOINT_DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Replace DIR if it exists.
+    #[arg(long)]
+    overwrite: bool,
+    /// Also write sample inputs and this model's outputs on them to FILE (safetensors), for
+    /// `scripts/reference/hf_export_check.py`.
+    #[arg(long, value_name = "FILE")]
+    parity_sample: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// HuggingFace transformers (BertForMaskedLM / BertModel).
+    Hf,
 }
 
 #[derive(Args)]
@@ -110,8 +146,28 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Pretrain(args) => pretrain(args),
+        Command::Export(args) => export(args),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
     }
+}
+
+fn export(args: ExportCli) -> Result<ExitCode> {
+    let ExportFormat::Hf = args.format;
+    let export_args = export::ExportArgs {
+        run_dir: args.run_dir,
+        checkpoint: args.checkpoint,
+        out: args.out,
+        encoder_only: args.encoder_only,
+        overwrite: args.overwrite,
+        parity_sample: args.parity_sample,
+    };
+    let checkpoint = export::run(&export_args)?;
+    let class = if export_args.encoder_only { "BertModel" } else { "BertForMaskedLM" };
+    println!("exported {} as {class} to {} (verified by reading it back)", checkpoint.display(), export_args.out.display());
+    if let Some(sample) = &export_args.parity_sample {
+        println!("parity sample  {}", sample.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn pretrain(args: PretrainCli) -> Result<ExitCode> {

@@ -9,6 +9,9 @@ use autodidact_data::shards::{self, ShardIndex, ShardOptions, TokenStream};
 use autodidact_data::source::TextSource;
 use autodidact_data::tokenizer::{TextTokenizer, TokenizerTrainSpec};
 use autodidact_objectives::mlm::Mlm;
+use autodidact_models::bert::BertConfig;
+use autodidact_models::hf;
+use autodidact_train::params::with_stable_ids;
 use autodidact_train::trainer::{RunDir, TrainSummary, prepare_model, train};
 use burn::tensor::Device;
 use serde_json::json;
@@ -18,6 +21,22 @@ use crate::config::{Backend, Config, ObjectiveSection};
 /// [`autodidact_core::fsutil::write_atomic`] with the path in the error.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     autodidact_core::fsutil::write_atomic(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The resolved model config of a run (HF `BertConfig` names), so that a run directory is
+/// self-contained for `export` whatever `model.init_from` pointed to.
+const MODEL_CONFIG_FILE: &str = "model_config.json";
+
+/// Reads a run's resolved model config.
+///
+/// # Errors
+/// Missing or malformed file.
+pub fn read_model_config(run_dir: &Path) -> Result<BertConfig> {
+    let path = run_dir.join(MODEL_CONFIG_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {} (is {} a run directory?)", path.display(), run_dir.display()))?;
+    let config: BertConfig = serde_json::from_slice(&bytes).with_context(|| format!("{}: malformed", path.display()))?;
+    config.validate()?;
+    Ok(config)
 }
 
 /// What `pretrain` was asked to do.
@@ -60,15 +79,18 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let resolved = toml::to_string_pretty(&config).context("cannot serialize the resolved config")?;
     write_atomic(&run_dir.join("config.toml"), resolved.as_bytes())?;
 
-    // Tokenizer: the run's own copy wins (resume), then a configured file, then training.
+    // Tokenizer: the run's own copy wins (resume), then the pretrained model's, then a
+    // configured file, then training.
     let source = TextSource::open(&config.data.path, config.data.format, &config.data.text_field).context("data.path")?;
     let tokenizer_path = run_dir.join("tokenizer.json");
+    let t = config.tokenizer();
     let tokenizer = if tokenizer_path.exists() && resume {
         TextTokenizer::load(&tokenizer_path)?
-    } else if let Some(path) = &config.tokenizer.path {
+    } else if let Some(dir) = &config.model.init_from {
+        TextTokenizer::load_hf_dir(dir).context("model.init_from")?
+    } else if let Some(path) = &t.path {
         TextTokenizer::load(path).context("tokenizer.path")?
     } else {
-        let t = &config.tokenizer;
         eprintln!("training a {:?} tokenizer (vocab {}) on {} file(s) ...", t.kind, t.vocab_size, source.num_files());
         let spec = TokenizerTrainSpec { kind: t.kind, vocab_size: t.vocab_size, lowercase: t.lowercase, min_frequency: t.min_frequency };
         TextTokenizer::train(&source, &spec)?.0
@@ -98,9 +120,27 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let baseline = unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches), &special.all());
 
     let device = device_for(backend)?.autodiff();
-    let bert = config.bert_config(vocab_size);
+    let bert = config.bert_config(vocab_size)?;
     bert.validate()?;
-    let objective = prepare_model(Mlm::init(&bert, mlm.label_smoothing, &device), seed, &device);
+    if vocab_size > bert.vocab_size {
+        bail!("the tokenizer has {vocab_size} tokens but the model (model.init_from config.json) only {}", bert.vocab_size);
+    }
+    let bert_json = serde_json::to_vec_pretty(&bert)?;
+    write_atomic(&run_dir.join(MODEL_CONFIG_FILE), &bert_json)?;
+    let mut objective = prepare_model(Mlm::init(&bert, mlm.label_smoothing, &device), seed, &device);
+    let mut import = None;
+    if let (Some(dir), false) = (&config.model.init_from, resume) {
+        let (model, report) = hf::load_weights(objective.model, &hf::weights_path(dir)?)?;
+        eprintln!("initialized from {} ({}, {} tensors)", dir.display(), report.architecture.class_name(), report.loaded);
+        if !report.initialized.is_empty() {
+            eprintln!("  not in the checkpoint, freshly initialized: {}", report.initialized.join(", "));
+        }
+        if !report.ignored.is_empty() {
+            eprintln!("  in the checkpoint but unused: {}", report.ignored.join(", "));
+        }
+        objective = with_stable_ids(Mlm::from_model(model, mlm.label_smoothing));
+        import = Some(report);
+    }
     eprintln!(
         "model: {} parameters; data: {} training and {} held-out sequences of {seq_len} tokens; backend {backend:?}",
         burn::module::Module::num_params(&objective),
@@ -110,7 +150,10 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
 
     let train_cfg = config.train_config(progress);
     let (_, summary) = train(objective, data, &device, &RunDir { root: run_dir.clone() }, &train_cfg, resume)?;
-    let report = summary_json(&config, &run_dir, &summary, &index, &baseline, backend);
+    let mut report = summary_json(&config, &run_dir, &summary, &index, &baseline, backend);
+    if let Some(import) = import {
+        report["init_from"] = json!({ "dir": config.model.init_from, "report": import });
+    }
     let bytes = serde_json::to_vec_pretty(&report)?;
     write_atomic(&run_dir.join("summary.json"), &bytes)?;
     Ok(report)

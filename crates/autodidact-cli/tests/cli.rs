@@ -274,7 +274,7 @@ fn tokenizer_train_writes_a_loadable_tokenizer() {
 fn help_lists_the_commands() {
     let out = bin().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["pretrain", "tokenizer"] {
+    for cmd in ["pretrain", "export", "tokenizer"] {
         assert!(help.contains(cmd), "{help}");
     }
     let out = bin().args(["pretrain", "--help"]).output().unwrap();
@@ -282,4 +282,87 @@ fn help_lists_the_commands() {
     for flag in ["--set", "--resume", "--backend", "--expect-loss-drop", "--output-dir"] {
         assert!(help.contains(flag), "{help}");
     }
+}
+
+fn hf_fixture() -> PathBuf {
+    repo().join("crates/autodidact-models/tests/fixtures/hf-bert-tiny")
+}
+
+/// Reads f32 or i64 tensors of a safetensors file as f64.
+fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<f64> {
+    let view = st.tensor(name).unwrap();
+    match view.dtype() {
+        safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))).collect(),
+        _ => view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+    }
+}
+
+#[test]
+fn export_writes_a_verified_huggingface_directory() {
+    use autodidact_models::bert::{BertForMaskedLM, BertInput};
+    use autodidact_models::hf;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_config(d, &alice(), "");
+    assert!(run(&["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=4", "--output-dir", "runs"], d).status.success());
+    let out = run(&["export", "runs/t", "--out", "hf", "--parity-sample", "sample.safetensors"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+        assert!(d.join("hf").join(f).is_file(), "missing {f}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let weights = std::fs::read(d.join("hf/model.safetensors")).unwrap();
+    let names = safetensors::SafeTensors::deserialize(&weights).unwrap().names().into_iter().map(str::to_string).collect::<Vec<_>>();
+    for n in ["bert.encoder.layer.0.attention.self.query.weight", "bert.embeddings.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias", "cls.predictions.bias"] {
+        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+    }
+
+    // The directory, imported as `init_from` would, gives the logits recorded in the sample.
+    let device = burn::tensor::Device::flex();
+    let config = hf::read_config(&d.join("hf")).unwrap();
+    let (model, _) = hf::load_weights(BertForMaskedLM::init(&config, &device), &d.join("hf/model.safetensors")).unwrap();
+    let bytes = std::fs::read(d.join("sample.safetensors")).unwrap();
+    let sample = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = sample.tensor("input_ids").unwrap().shape().to_vec();
+    let ints = |n: &str| tensor(&sample, n).into_iter().map(|v| v as u32).collect::<Vec<_>>();
+    let mask: Vec<u8> = ints("attention_mask").into_iter().map(|v| v as u8).collect();
+    assert!(mask.contains(&0), "the sample has padding");
+    let input = BertInput::from_host(&ints("input_ids"), &ints("token_type_ids"), &mask, shape[0], shape[1], &device);
+    let logits = model.forward(input).into_data().try_to_vec::<f32>().unwrap();
+    let expected = tensor(&sample, "logits");
+    let diff = logits.iter().zip(&expected).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+    assert!(diff < 1e-5, "re-imported logits differ by {diff}");
+
+    // An existing directory is kept unless --overwrite; the bare encoder has root names.
+    let again = run(&["export", "runs/t", "--out", "hf", "--encoder-only"], d);
+    assert!(!again.status.success() && text(&again).contains("--overwrite"), "{}", text(&again));
+    let forced = run(&["export", "runs/t", "--out", "hf", "--encoder-only", "--overwrite"], d);
+    assert!(forced.status.success(), "{}", text(&forced));
+    let weights = std::fs::read(d.join("hf/model.safetensors")).unwrap();
+    assert!(safetensors::SafeTensors::deserialize(&weights).unwrap().names().iter().all(|n| n.starts_with("embeddings.") || n.starts_with("encoder.")));
+    assert_fails_with(&["export", "runs/none", "--out", "x"], d, &["runs/none"]);
+}
+
+#[test]
+fn init_from_continues_pretraining_a_transformers_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(&["pretrain", repo().join("configs/continue-hf-bert.toml").to_str().unwrap(), "--set", "train.max_steps=20", "--set", "train.eval_every=10", "--output-dir", "runs"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&std::fs::read(d.join("runs/continue-hf-bert/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["init_from"]["report"]["architecture"], "BertForMaskedLM");
+    assert_eq!(summary["init_from"]["report"]["loaded"], 42);
+    assert_eq!(summary["corpus"]["vocab_size"], 136, "the checkpoint's tokenizer is used");
+    assert!(summary["eval_loss_drop"].as_f64().unwrap() > 0.0, "{summary}");
+
+    // The architecture and the tokenizer come from the checkpoint, not from the config.
+    let cfg = tiny_config(d, &alice(), "");
+    let init = format!("model.init_from=\"{}\"", hf_fixture().display());
+    assert_fails_with(&["pretrain", cfg.to_str().unwrap(), "--set", &init], d, &["model.hidden_size", "init_from"]);
+    let cfg = repo().join("configs/continue-hf-bert.toml");
+    let cfg = cfg.to_str().unwrap();
+    assert_fails_with(&["pretrain", cfg, "--set", "tokenizer.vocab_size=100"], d, &["[tokenizer]", "init_from"]);
+    assert_fails_with(&["pretrain", cfg, "--set", "model.init_from=\"/nonexistent\""], d, &["model.init_from", "/nonexistent/config.json"]);
+    assert_fails_with(&["pretrain", cfg, "--set", "data.seq_len=64"], d, &["data.seq_len", "max_position_embeddings (40)"]);
 }

@@ -34,3 +34,50 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn sync_path(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()
 }
+
+/// Builds a directory atomically: `fill` writes into a fresh temporary sibling directory,
+/// whose files are then fsynced, and which is renamed to `path` (an existing directory there
+/// is moved aside first and removed after). A crash or an error leaves the old directory or
+/// the complete new one, never a partial one; on error the temporary directory is removed.
+///
+/// # Errors
+/// The error of `fill`, or an I/O failure mapped through `io_err` with the path involved.
+pub fn write_dir_atomic<E>(path: &Path, fill: impl FnOnce(&Path) -> Result<(), E>, io_err: impl Fn(&Path, std::io::Error) -> E) -> Result<(), E> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let pid = std::process::id();
+    let (tmp, old) = (parent.join(format!(".{name}.partial-{pid}")), parent.join(format!(".{name}.old-{pid}")));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        let io_err = &io_err;
+        move |e| io_err(&p, e)
+    };
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let result = fill(&tmp).and_then(|()| {
+        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let p = entry.map_err(io(&tmp))?.path();
+            if p.is_file() {
+                sync_path(&p).map_err(io(&p))?;
+            }
+        }
+        sync_path(&tmp).map_err(io(&tmp))?;
+        let replacing = path.exists();
+        if replacing {
+            std::fs::rename(path, &old).map_err(io(path))?;
+        }
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        sync_path(parent).map_err(io(parent))?;
+        if replacing {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}

@@ -294,6 +294,24 @@ impl TextTokenizer {
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// Encodes single texts or pairs as model input, with the special tokens of the
+    /// post-processor (`[CLS] a [SEP] b [SEP]`); returns `(ids, token_type_ids)` per input.
+    ///
+    /// # Errors
+    /// Tokenization failure.
+    pub fn encode_for_model(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+        use tokenizers::{EncodeInput, InputSequence};
+        let inputs: Vec<EncodeInput<'_>> = inputs
+            .iter()
+            .map(|(a, b)| match b {
+                Some(b) => EncodeInput::Dual(InputSequence::from(*a), InputSequence::from(*b)),
+                None => EncodeInput::Single(InputSequence::from(*a)),
+            })
+            .collect();
+        let encodings = self.inner.encode_batch_fast(inputs, true).map_err(|e| tok_err(Path::new("<encode>"), e))?;
+        Ok(encodings.into_iter().map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec())).collect())
+    }
+
     /// Decodes ids back to text (special tokens skipped).
     ///
     /// # Errors

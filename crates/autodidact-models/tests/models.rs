@@ -31,7 +31,7 @@ fn floats(t: burn::tensor::Tensor<3>) -> Vec<f32> {
 #[test]
 fn config_json_is_read_with_its_fields() {
     let config = hf::read_config(&fixture_dir()).expect("fixture config");
-    assert_eq!((config.vocab_size, config.hidden_size, config.intermediate_size), (137, 32, 37));
+    assert_eq!((config.vocab_size, config.hidden_size, config.intermediate_size), (136, 32, 37));
     assert_eq!((config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings), (2, 4, 40));
     assert_eq!(config.layer_norm_eps, 1e-3);
 }
@@ -145,7 +145,7 @@ fn weights_that_do_not_fit_list_the_tensors() {
     let config = hf::read_config(tmp.path()).expect("config");
     let weights = fixture_dir().join("model.safetensors");
     let err = hf::load_weights(BertForMaskedLM::init(&config, &device()), &weights).expect_err("misfit").to_string();
-    assert!(err.contains("bert.embeddings.word_embeddings.weight: shape [137, 32] in the file, the model (config.json) needs [137, 16]"), "{err}");
+    assert!(err.contains("bert.embeddings.word_embeddings.weight: shape [136, 32] in the file, the model (config.json) needs [136, 16]"), "{err}");
     assert!(err.contains("more)"), "long lists are cut: {err}");
 
     // One layer fewer: the file has tensors the model does not.

@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
 
-const MODEL_FILE: &str = "model.safetensors";
+/// The weights file of a checkpoint directory.
+pub const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
 const MANIFEST_FILE: &str = "manifest.json";
@@ -74,10 +75,6 @@ fn hash_file(path: &Path) -> Result<FileEntry> {
     Ok(FileEntry { bytes, sha256: format!("{:x}", hasher.finalize()) })
 }
 
-fn fsync(path: &Path) -> Result<()> {
-    autodidact_core::fsutil::sync_path(path).map_err(|e| TrainError::io(path, e))
-}
-
 /// The checkpoints directory of a run.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
@@ -108,24 +105,8 @@ impl Checkpoints {
     /// # Errors
     /// Any I/O or serialization failure; the previous checkpoints are left as they were.
     pub fn save<M: Module>(&self, model: &M, optimizer: &ModuleOptimizer, state: &TrainState, keep_last: usize) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))?;
         let final_dir = self.step_dir(state.step);
-        let tmp = self.dir.join(format!(".step-{:08}.partial-{}", state.step, std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        let result = self.write_into(&tmp, model, optimizer, state).and_then(|()| {
-            if final_dir.exists() {
-                std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-            }
-            std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-            fsync(&self.dir)
-        });
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        result?;
+        autodidact_core::fsutil::write_dir_atomic(&final_dir, |tmp| self.write_into(tmp, model, optimizer, state), |p, e| TrainError::io(p, e))?;
         self.prune(keep_last)?;
         Ok(final_dir)
     }
@@ -143,15 +124,11 @@ impl Checkpoints {
         std::fs::write(&state_path, json).map_err(|e| TrainError::io(&state_path, e))?;
         let mut files = BTreeMap::new();
         for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
-            let p = dir.join(name);
-            fsync(&p)?;
-            files.insert(name.to_string(), hash_file(&p)?);
+            files.insert(name.to_string(), hash_file(&dir.join(name))?);
         }
         let manifest_path = dir.join(MANIFEST_FILE);
         let json = serde_json::to_vec_pretty(&Manifest { files }).map_err(|e| TrainError::checkpoint(&manifest_path, e))?;
-        std::fs::write(&manifest_path, json).map_err(|e| TrainError::io(&manifest_path, e))?;
-        fsync(&manifest_path)?;
-        fsync(dir)
+        std::fs::write(&manifest_path, json).map_err(|e| TrainError::io(&manifest_path, e))
     }
 
     /// Complete checkpoints, oldest first (partial writes are ignored).
