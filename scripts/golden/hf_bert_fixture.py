@@ -7,7 +7,8 @@ transformers computes for them: last hidden states, MLM logits and the MLM loss.
     python -m venv /tmp/venv-torch && /tmp/venv-torch/bin/pip install torch transformers safetensors
     /tmp/venv-torch/bin/python scripts/golden/hf_bert_fixture.py
 
-Output (well under 1 MB): crates/autodidact-models/tests/fixtures/hf-bert-tiny/
+Output (well under 1 MB): crates/autodidact-models/tests/fixtures/hf-bert-tiny/, and beside it
+hf-bert-tiny-encoder/: the same encoder saved as a bare `BertModel` (with its pooler).
 """
 
 import json
@@ -17,7 +18,7 @@ import tempfile
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizer
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "autodidact-models", "tests", "fixtures", "hf-bert-tiny")
 
@@ -67,6 +68,12 @@ def main():
             else:
                 p.copy_(0.1 * torch.randn_like(p))
     model.save_pretrained(OUT)
+    # The same encoder as a bare BertModel, as checkpoints without an MLM head ship; its
+    # pooler is random (and unused by MLM).
+    encoder = BertModel(config).eval()
+    missing, unexpected = encoder.load_state_dict(model.bert.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("pooler.") for k in missing), (missing, unexpected)
+    encoder.save_pretrained(OUT + "-encoder")
     tok.save_pretrained(OUT)
     with open(os.path.join(OUT, "vocab.txt"), "w") as f:
         f.write("\n".join(VOCAB) + "\n")

@@ -329,7 +329,11 @@ pub fn load_weights(mut model: BertForMaskedLM, path: &Path) -> Result<(BertForM
     }
     let to_prefixed = remapper(&[BARE_PREFIX]);
     let found = header.into_iter().map(|(name, v)| (if architecture == HfArchitecture::BertModel { apply(&to_prefixed, &name) } else { name }, v)).collect();
-    let (initialized, ignored) = check_fit(path, &found, &expected_tensors(&model))?;
+    let (initialized, mut ignored) = check_fit(path, &found, &expected_tensors(&model))?;
+    if architecture == HfArchitecture::BertModel {
+        // Report the names as they are in the file.
+        ignored = ignored.into_iter().map(|n| n.strip_prefix("bert.").map(str::to_string).unwrap_or(n)).collect();
+    }
 
     let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
     let mut store = SafetensorsStore::from_file(path).with_from_adapter(adapter).remap(remapper(&from_hf)).allow_partial(true);

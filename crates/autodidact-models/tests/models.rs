@@ -173,3 +173,48 @@ fn damaged_or_absent_weights_are_reported() {
     let err = hf::weights_path(empty.path()).expect_err("no safetensors").to_string();
     assert!(err.contains("safe_serialization=True"), "{err}");
 }
+
+/// A bare `BertModel` saved by transformers (pooler included) loads into the encoder: the
+/// pooler is reported unused, the MLM head initialized, and the hidden states are
+/// transformers' own.
+#[test]
+fn transformers_bert_model_loads_as_the_encoder() {
+    let fx = hf_fixture::load();
+    let dir = fixture_dir().with_file_name("hf-bert-tiny-encoder");
+    let config = hf::read_config(&dir).expect("config");
+    let (model, report) = hf::load_weights(BertForMaskedLM::init(&config, &device()), &hf::weights_path(&dir).expect("weights")).expect("loads");
+    assert_eq!(report.architecture, HfArchitecture::BertModel);
+    assert_eq!(report.ignored, ["pooler.dense.bias", "pooler.dense.weight"]);
+    assert_eq!(report.initialized.len(), 5, "{report:?}");
+    let hidden = floats(model.bert.forward(BertInput::from_host(&fx.input_ids, &fx.token_type_ids, &fx.attention_mask, fx.batch, fx.seq, &device())));
+    let d = max_abs_diff(&hidden, &fx.last_hidden_state);
+    assert!(d < 1e-4, "hidden states differ by {d}");
+}
+
+/// Half-precision checkpoints (common on the Hub) are cast to f32 on load.
+#[test]
+fn bf16_checkpoints_are_cast_to_f32() {
+    use burn::tensor::bf16;
+    let fx = hf_fixture::load();
+    let bytes = std::fs::read(fixture_dir().join("model.safetensors")).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
+    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data().chunks_exact(4).flat_map(|c| bf16::from_f32(f32::from_le_bytes(c.try_into().expect("4 bytes"))).to_le_bytes()).collect();
+            (name, view.shape().to_vec(), data)
+        })
+        .collect();
+    let views = converted.iter().map(|(n, shape, data)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), data).expect("view")));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("model.safetensors");
+    std::fs::write(&path, safetensors::serialize(views, None).expect("serialize")).expect("write");
+
+    let config = hf::read_config(&fixture_dir()).expect("config");
+    let (model, _) = hf::load_weights(BertForMaskedLM::init(&config, &device()), &path).expect("bf16 loads");
+    let logits = floats(model.forward(BertInput::from_host(&fx.input_ids, &fx.token_type_ids, &fx.attention_mask, fx.batch, fx.seq, &device())));
+    // bf16 keeps 8 bits of mantissa: close to, not equal to, the f32 logits.
+    let d = max_abs_diff(&logits, &fx.logits);
+    assert!(d > 1e-6 && d < 0.1, "bf16 logits differ by {d}");
+}
