@@ -49,7 +49,12 @@ pub fn run(args: &ExportArgs) -> Result<PathBuf> {
         bail!("{} already exists: pass --overwrite to replace it", args.out.display());
     }
     let tokenizer = TextTokenizer::load(&args.run_dir.join("tokenizer.json"))?;
-    let bert = crate::pretrain::read_model_config(&args.run_dir)?;
+    let bert = if args.run_dir.join(crate::pretrain::MODEL_CONFIG_FILE).exists() || !args.run_dir.join("config.toml").exists() {
+        crate::pretrain::read_model_config(&args.run_dir)?
+    } else {
+        // Runs written before model_config.json existed: resolve the model from config.toml.
+        crate::config::load(&args.run_dir.join("config.toml"), &[])?.bert_config(tokenizer.vocab_size())?
+    };
     let ckpt = match &args.checkpoint {
         Some(dir) => dir.clone(),
         None => {

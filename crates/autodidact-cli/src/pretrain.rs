@@ -25,7 +25,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The resolved model config of a run (HF `BertConfig` names), so that a run directory is
 /// self-contained for `export` whatever `model.init_from` pointed to.
-const MODEL_CONFIG_FILE: &str = "model_config.json";
+pub const MODEL_CONFIG_FILE: &str = "model_config.json";
 
 /// Reads a run's resolved model config.
 ///

@@ -342,6 +342,16 @@ fn export_writes_a_verified_huggingface_directory() {
     let weights = std::fs::read(d.join("hf/model.safetensors")).unwrap();
     assert!(safetensors::SafeTensors::deserialize(&weights).unwrap().names().iter().all(|n| n.starts_with("embeddings.") || n.starts_with("encoder.")));
     assert_fails_with(&["export", "runs/none", "--out", "x"], d, &["runs/none"]);
+
+    // Runs without model_config.json (older runs) resolve the model from config.toml, to the
+    // same export.
+    assert!(run(&["export", "runs/t", "--out", "hf-a"], d).status.success());
+    std::fs::remove_file(d.join("runs/t/model_config.json")).unwrap();
+    let older = run(&["export", "runs/t", "--out", "hf-b"], d);
+    assert!(older.status.success(), "{}", text(&older));
+    for f in ["config.json", "model.safetensors"] {
+        assert!(std::fs::read(d.join("hf-a").join(f)).unwrap() == std::fs::read(d.join("hf-b").join(f)).unwrap(), "{f} differs");
+    }
 }
 
 #[test]
