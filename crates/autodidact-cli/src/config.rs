@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use autodidact_data::labeled::LabeledFormat;
 use autodidact_data::source::TextFormat;
 use autodidact_data::tokenizer::TokenizerKind;
-use autodidact_models::bert::BertConfig;
+use autodidact_models::bert::{BertConfig, Pooling};
 use autodidact_train::schedule::{Decay, LrSchedule};
 use autodidact_train::trainer::{AdamWSettings, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -167,6 +168,23 @@ const DEFAULT_DROPOUT: f64 = 0.1;
 pub enum ObjectiveSection {
     /// Masked language modelling.
     Mlm(MlmSection),
+    /// Unsupervised SimCSE (dropout as augmentation, in-batch negatives).
+    Simcse(SimCseSection),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimCseSection {
+    /// Softmax temperature of the InfoNCE loss (Gao et al. 2021 use 0.05).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// `cls` or `mean`.
+    #[serde(default)]
+    pub pooling: Pooling,
+}
+
+fn default_temperature() -> f64 {
+    0.05
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +202,24 @@ pub struct MlmSection {
     /// Label smoothing of the cross-entropy.
     #[serde(default)]
     pub label_smoothing: f64,
+}
+
+impl MlmSection {
+    fn validate(&self) -> Result<()> {
+        let m = self;
+        if !(m.mask_ratio > 0.0 && m.mask_ratio <= 1.0) {
+            bail!("objective.mask_ratio: {} must be in (0, 1]", m.mask_ratio);
+        }
+        for (k, v) in [("mask_token_prob", m.mask_token_prob), ("random_token_prob", m.random_token_prob), ("label_smoothing", m.label_smoothing)] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("objective.{k}: {v} must be in [0, 1]");
+            }
+        }
+        if m.mask_token_prob + m.random_token_prob > 1.0 {
+            bail!("objective.mask_token_prob + random_token_prob: {} exceeds 1", m.mask_token_prob + m.random_token_prob);
+        }
+        Ok(())
+    }
 }
 
 fn default_mask_ratio() -> f64 {
@@ -233,10 +269,81 @@ pub struct TrainSection {
     pub eval_batches: usize,
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// Stop after this many evaluations without a lower evaluation loss; keep the best model.
+    #[serde(default)]
+    pub early_stopping_patience: Option<u64>,
     #[serde(default = "default_keep_last")]
     pub keep_last: usize,
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+}
+
+impl RunSection {
+    fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == "." || self.name == ".." {
+            bail!("run.name: {:?} must be a non-empty name without path separators", self.name);
+        }
+        Ok(())
+    }
+
+    /// The run directory: `<output_dir>/<name>`, the CLI's `--output-dir` winning.
+    pub fn run_dir(&self, output_dir: Option<&Path>) -> PathBuf {
+        let parent = output_dir.map(Path::to_path_buf).or_else(|| self.output_dir.clone()).unwrap_or_else(|| PathBuf::from("runs"));
+        parent.join(&self.name)
+    }
+}
+
+impl TrainSection {
+    fn validate(&self) -> Result<()> {
+        let tr = self;
+        for (k, v) in [("batch_size", tr.batch_size as u64), ("grad_accum", tr.grad_accum), ("max_steps", tr.max_steps), ("eval_batches", tr.eval_batches as u64)] {
+            if v == 0 {
+                bail!("train.{k}: must be greater than 0");
+            }
+        }
+        if !(tr.lr > 0.0 && tr.lr.is_finite()) {
+            bail!("train.lr: {} must be a positive number", tr.lr);
+        }
+        if !(0.0..=tr.lr).contains(&tr.min_lr) {
+            bail!("train.min_lr: {} must be in [0, train.lr]", tr.min_lr);
+        }
+        let decay_steps = tr.decay_steps.unwrap_or(tr.max_steps);
+        if tr.warmup_steps > decay_steps {
+            bail!("train.warmup_steps: {} exceeds the decay length ({decay_steps} steps)", tr.warmup_steps);
+        }
+        for (k, v) in [("beta1", tr.beta1), ("beta2", tr.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("train.{k}: {v} must be in [0, 1)");
+            }
+        }
+        if !(tr.eps > 0.0) || !(tr.weight_decay >= 0.0) || !(tr.clip_grad_norm >= 0.0) {
+            bail!("train.eps must be positive; train.weight_decay and train.clip_grad_norm must be non-negative");
+        }
+        if self.early_stopping_patience == Some(0) {
+            bail!("train.early_stopping_patience: must be at least 1 evaluation");
+        }
+        Ok(())
+    }
+
+    /// The trainer's typed config.
+    pub fn train_config(&self, seed: u64, progress: bool) -> TrainConfig {
+        let t = self;
+        TrainConfig {
+            seed,
+            max_steps: t.max_steps,
+            grad_accum: t.grad_accum,
+            adamw: AdamWSettings { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay },
+            schedule: LrSchedule { peak: t.lr, min_lr: t.min_lr, warmup_steps: t.warmup_steps, total_steps: t.decay_steps.unwrap_or(t.max_steps), decay: t.decay },
+            clip_grad_norm: (t.clip_grad_norm > 0.0).then_some(t.clip_grad_norm),
+            log_every: t.log_every,
+            eval_every: t.eval_every,
+            checkpoint_every: t.checkpoint_every,
+            early_stopping_patience: t.early_stopping_patience,
+            keep_last: t.keep_last,
+            prefetch: t.prefetch,
+            progress,
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -277,12 +384,7 @@ fn default_prefetch() -> usize {
 /// Unreadable file, TOML syntax, unknown keys, wrong types, invalid values: all name the file
 /// and the key.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-    for o in overrides {
-        apply_override(&mut table, o).with_context(|| format!("{}: --set {o}", path.display()))?;
-    }
-    let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let mut config: Config = parse(path, overrides)?;
     let base = path.parent().unwrap_or(Path::new("."));
     config.data.path = absolute(base, &config.data.path);
     if let Some(t) = config.tokenizer.as_mut() {
@@ -291,6 +393,16 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
     config.model.init_from = config.model.init_from.as_deref().map(|p| absolute(base, p));
     config.validate().map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
     Ok(config)
+}
+
+/// Reads a TOML file, applies `--set` overrides and deserializes it; errors name the file.
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    for o in overrides {
+        apply_override(&mut table, o).with_context(|| format!("{}: --set {o}", path.display()))?;
+    }
+    T::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
 }
 
 fn absolute(base: &Path, p: &Path) -> PathBuf {
@@ -323,10 +435,7 @@ impl Config {
     /// # Errors
     /// The first invalid value, as `section.key: what is wrong`.
     pub fn validate(&self) -> Result<()> {
-        let r = &self.run;
-        if r.name.is_empty() || r.name.contains(['/', '\\']) || r.name == "." || r.name == ".." {
-            bail!("run.name: {:?} must be a non-empty name without path separators", r.name);
-        }
+        self.run.validate()?;
         let d = &self.data;
         if !(0.0..1.0).contains(&d.heldout_fraction) || d.heldout_fraction == 0.0 {
             bail!("data.heldout_fraction: {} must be in (0, 1)", d.heldout_fraction);
@@ -352,43 +461,18 @@ impl Config {
         if d.seq_len > bert.max_position_embeddings {
             bail!("data.seq_len: {} is larger than model.max_position_embeddings ({}): the model has no position for the extra tokens", d.seq_len, bert.max_position_embeddings);
         }
-        let ObjectiveSection::Mlm(m) = &self.objective;
-        if !(m.mask_ratio > 0.0 && m.mask_ratio <= 1.0) {
-            bail!("objective.mask_ratio: {} must be in (0, 1]", m.mask_ratio);
-        }
-        for (k, v) in [("mask_token_prob", m.mask_token_prob), ("random_token_prob", m.random_token_prob), ("label_smoothing", m.label_smoothing)] {
-            if !(0.0..=1.0).contains(&v) {
-                bail!("objective.{k}: {v} must be in [0, 1]");
+        match &self.objective {
+            ObjectiveSection::Mlm(m) => m.validate()?,
+            ObjectiveSection::Simcse(c) => {
+                if !(c.temperature > 0.0 && c.temperature.is_finite()) {
+                    bail!("objective.temperature: {} must be positive", c.temperature);
+                }
+                if bert.hidden_dropout_prob == 0.0 && bert.attention_probs_dropout_prob == 0.0 {
+                    bail!("objective.type = \"simcse\": dropout is its only augmentation; set model.hidden_dropout_prob > 0 (SimCSE uses 0.1)");
+                }
             }
         }
-        if m.mask_token_prob + m.random_token_prob > 1.0 {
-            bail!("objective.mask_token_prob + random_token_prob: {} exceeds 1", m.mask_token_prob + m.random_token_prob);
-        }
-        let tr = &self.train;
-        for (k, v) in [("batch_size", tr.batch_size as u64), ("grad_accum", tr.grad_accum), ("max_steps", tr.max_steps), ("eval_batches", tr.eval_batches as u64)] {
-            if v == 0 {
-                bail!("train.{k}: must be greater than 0");
-            }
-        }
-        if !(tr.lr > 0.0 && tr.lr.is_finite()) {
-            bail!("train.lr: {} must be a positive number", tr.lr);
-        }
-        if !(0.0..=tr.lr).contains(&tr.min_lr) {
-            bail!("train.min_lr: {} must be in [0, train.lr]", tr.min_lr);
-        }
-        let decay_steps = tr.decay_steps.unwrap_or(tr.max_steps);
-        if tr.warmup_steps > decay_steps {
-            bail!("train.warmup_steps: {} exceeds the decay length ({decay_steps} steps)", tr.warmup_steps);
-        }
-        for (k, v) in [("beta1", tr.beta1), ("beta2", tr.beta2)] {
-            if !(0.0..1.0).contains(&v) {
-                bail!("train.{k}: {v} must be in [0, 1)");
-            }
-        }
-        if !(tr.eps > 0.0) || !(tr.weight_decay >= 0.0) || !(tr.clip_grad_norm >= 0.0) {
-            bail!("train.eps must be positive; train.weight_decay and train.clip_grad_norm must be non-negative");
-        }
-        Ok(())
+        self.train.validate()
     }
 
     /// The tokenizer section, or its defaults.
@@ -404,7 +488,7 @@ impl Config {
     pub fn bert_config(&self, vocab_size: usize) -> Result<BertConfig> {
         let m = &self.model;
         let mut config = match &m.init_from {
-            Some(dir) => autodidact_models::hf::read_config(dir).context("model.init_from")?,
+            Some(dir) => crate::init::read_config(dir).context("model.init_from")?,
             None => {
                 let need = |field: &str, v: Option<usize>| v.ok_or_else(|| anyhow!("model.{field}: required (or set model.init_from)"));
                 BertConfig {
@@ -429,26 +513,162 @@ impl Config {
 
     /// The trainer's typed config.
     pub fn train_config(&self, progress: bool) -> TrainConfig {
-        let t = &self.train;
-        TrainConfig {
-            seed: self.run.seed,
-            max_steps: t.max_steps,
-            grad_accum: t.grad_accum,
-            adamw: AdamWSettings { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay },
-            schedule: LrSchedule { peak: t.lr, min_lr: t.min_lr, warmup_steps: t.warmup_steps, total_steps: t.decay_steps.unwrap_or(t.max_steps), decay: t.decay },
-            clip_grad_norm: (t.clip_grad_norm > 0.0).then_some(t.clip_grad_norm),
-            log_every: t.log_every,
-            eval_every: t.eval_every,
-            checkpoint_every: t.checkpoint_every,
-            keep_last: t.keep_last,
-            prefetch: t.prefetch,
-            progress,
-        }
+        self.train.train_config(self.run.seed, progress)
     }
 
     /// The run directory.
     pub fn run_dir(&self, output_dir: Option<&Path>) -> PathBuf {
-        let parent = output_dir.map(Path::to_path_buf).or_else(|| self.run.output_dir.clone()).unwrap_or_else(|| PathBuf::from("runs"));
-        parent.join(&self.run.name)
+        self.run.run_dir(output_dir)
+    }
+}
+
+/// A `finetune` config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// Run identity and placement.
+    pub run: RunSection,
+    /// Labeled data and its splits.
+    pub data: LabeledDataSection,
+    /// Encoder source and classification head.
+    pub model: ClassifierSection,
+    /// Optimization, evaluation on the validation split, early stopping.
+    pub train: TrainSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabeledDataSection {
+    /// A folder of class folders, a `.csv` or a `.jsonl` file, relative to the config file.
+    pub path: PathBuf,
+    /// `auto`, `folders`, `csv` or `jsonl`.
+    #[serde(default)]
+    pub format: LabeledFormat,
+    /// CSV column / JSON field of the text.
+    #[serde(default = "default_text_field")]
+    pub text_field: String,
+    /// CSV column / JSON field of the label.
+    #[serde(default = "default_label_field")]
+    pub label_field: String,
+    /// A separate test file or folder; without it, `test_fraction` of `path` is held out.
+    pub test_path: Option<PathBuf>,
+    /// Fraction of each class for validation (early stopping).
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+    /// Fraction of each class for the test split (ignored with `test_path`).
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Fraction of the training labels kept (per class, at least one), for few-label runs.
+    #[serde(default = "default_label_fraction")]
+    pub label_fraction: f64,
+    /// Tokens per example, `[CLS]` and `[SEP]` included; longer texts are truncated.
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
+}
+
+fn default_label_field() -> String {
+    "label".into()
+}
+fn default_validation_fraction() -> f64 {
+    0.1
+}
+fn default_test_fraction() -> f64 {
+    0.2
+}
+fn default_label_fraction() -> f64 {
+    1.0
+}
+fn default_max_seq_len() -> usize {
+    128
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSection {
+    /// The encoder: an autodidact run directory or a HuggingFace BERT directory. Its
+    /// architecture and tokenizer are used.
+    pub init_from: PathBuf,
+    /// Keep the architecture and tokenizer of `init_from` but start from random weights:
+    /// the from-scratch baseline.
+    #[serde(default)]
+    pub random_init: bool,
+    /// `cls` or `mean`.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Train only the classifier on frozen features (a linear probe).
+    #[serde(default)]
+    pub freeze_encoder: bool,
+    /// Dropout before the classifier.
+    #[serde(default = "default_classifier_dropout")]
+    pub classifier_dropout: f64,
+    /// Encoder dropout (default: the encoder's own; 0 when frozen).
+    pub hidden_dropout_prob: Option<f64>,
+    /// Attention dropout (default: the encoder's own; 0 when frozen).
+    pub attention_probs_dropout_prob: Option<f64>,
+}
+
+fn default_classifier_dropout() -> f64 {
+    0.1
+}
+
+/// Reads and validates a `finetune` config; relative paths become absolute.
+///
+/// # Errors
+/// As [`load`], plus unreadable `model.init_from`.
+pub fn load_finetune(path: &Path, overrides: &[String]) -> Result<FinetuneConfig> {
+    let mut config: FinetuneConfig = parse(path, overrides)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.data.path = absolute(base, &config.data.path);
+    config.data.test_path = config.data.test_path.as_deref().map(|p| absolute(base, p));
+    config.model.init_from = absolute(base, &config.model.init_from);
+    config.validate().map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    Ok(config)
+}
+
+impl FinetuneConfig {
+    fn validate(&self) -> Result<()> {
+        self.run.validate()?;
+        let d = &self.data;
+        for (k, v) in [("validation_fraction", d.validation_fraction), ("test_fraction", d.test_fraction)] {
+            if !(0.0..0.9).contains(&v) {
+                bail!("data.{k}: {v} must be in [0, 0.9)");
+            }
+        }
+        if d.validation_fraction == 0.0 {
+            bail!("data.validation_fraction: must be positive (the validation split drives early stopping and model selection)");
+        }
+        if d.test_path.is_none() && d.validation_fraction + d.test_fraction >= 0.9 {
+            bail!("data.validation_fraction + data.test_fraction: {} leaves too little for training (must be below 0.9)", d.validation_fraction + d.test_fraction);
+        }
+        if d.test_path.is_none() && d.test_fraction == 0.0 {
+            bail!("data.test_fraction: must be positive without data.test_path");
+        }
+        if !(d.label_fraction > 0.0 && d.label_fraction <= 1.0) {
+            bail!("data.label_fraction: {} must be in (0, 1]", d.label_fraction);
+        }
+        let m = &self.model;
+        for (k, v) in [("classifier_dropout", Some(m.classifier_dropout)), ("hidden_dropout_prob", m.hidden_dropout_prob), ("attention_probs_dropout_prob", m.attention_probs_dropout_prob)] {
+            if v.is_some_and(|p| !(0.0..1.0).contains(&p)) {
+                bail!("model.{k}: {v:?} must be in [0, 1)");
+            }
+        }
+        let bert = crate::init::read_config(&m.init_from).context("model.init_from")?;
+        if d.max_seq_len < 8 || d.max_seq_len > bert.max_position_embeddings {
+            bail!("data.max_seq_len: {} must be in 8..={} (the encoder's max_position_embeddings)", d.max_seq_len, bert.max_position_embeddings);
+        }
+        self.train.validate()
+    }
+
+    /// The encoder config: `init_from`'s, with this file's dropout (none when frozen).
+    ///
+    /// # Errors
+    /// Unreadable `init_from`.
+    pub fn bert_config(&self) -> Result<BertConfig> {
+        let m = &self.model;
+        let mut c = crate::init::read_config(&m.init_from).context("model.init_from")?;
+        let frozen = |p: f64| if m.freeze_encoder { 0.0 } else { p };
+        c.hidden_dropout_prob = m.hidden_dropout_prob.unwrap_or(frozen(c.hidden_dropout_prob));
+        c.attention_probs_dropout_prob = m.attention_probs_dropout_prob.unwrap_or(frozen(c.attention_probs_dropout_prob));
+        Ok(c)
     }
 }

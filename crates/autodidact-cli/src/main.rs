@@ -1,7 +1,10 @@
 //! `autodidact`: self-supervised pretraining of compact specialist models.
 
 mod config;
+mod embed;
 mod export;
+mod finetune;
+mod init;
 mod pretrain;
 
 use std::io::IsTerminal;
@@ -25,11 +28,73 @@ struct Cli {
 enum Command {
     /// Pretrain a model from a TOML config (see configs/ and the README's config reference).
     Pretrain(PretrainCli),
+    /// Fine-tune a classifier (or a linear probe) on labeled text from a TOML config.
+    Finetune(FinetuneCli),
+    /// Write one embedding per input text from a trained encoder.
+    Embed(EmbedCli),
     /// Export a run's checkpoint as a HuggingFace model directory.
     Export(ExportCli),
     /// Tokenizer utilities.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+}
+
+#[derive(Args)]
+struct FinetuneCli {
+    /// The config file (see configs/finetune-*.toml and the README).
+    config: PathBuf,
+    /// Override a config key, e.g. `--set data.label_fraction=0.1` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Parent directory of the run directory (default: run.output_dir, else ./runs).
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Compute backend (default: run.backend from the config, else flex).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Replace an existing run directory of the same name.
+    #[arg(long)]
+    overwrite: bool,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EmbedCli {
+    /// A run directory (pretraining or fine-tuning) or a HuggingFace BERT directory.
+    model_dir: PathBuf,
+    /// Texts: a .txt file (one text per line) or a .jsonl file (one object per line).
+    input: PathBuf,
+    /// Output file (.safetensors with tensor `embeddings`, or .npy).
+    #[arg(long)]
+    out: PathBuf,
+    /// Output format (default: from the extension).
+    #[arg(long, value_enum)]
+    format: Option<embed::EmbedFormat>,
+    /// How token vectors become one vector.
+    #[arg(long, value_enum, default_value = "mean")]
+    pooling: PoolingArg,
+    /// JSON field holding the text in .jsonl input.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Truncate texts to this many tokens (default: the encoder's maximum).
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PoolingArg {
+    /// The [CLS] vector.
+    Cls,
+    /// The mean over real tokens.
+    Mean,
 }
 
 #[derive(Args)]
@@ -146,6 +211,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Pretrain(args) => pretrain(args),
+        Command::Finetune(args) => finetune(args),
+        Command::Embed(args) => embed(args),
         Command::Export(args) => export(args),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
     }
@@ -179,12 +246,7 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
         (None, Some(path)) => {
             let config = config::load(path, &args.set)?;
             let run_dir = config.run_dir(args.output_dir.as_deref());
-            if run_dir.join("checkpoints").exists() {
-                if !args.overwrite {
-                    bail!("run directory {} already holds a run: use --resume {0} to continue it, --overwrite to replace it, or --set run.name=NEW", run_dir.display());
-                }
-                std::fs::remove_dir_all(&run_dir).with_context(|| format!("cannot remove {}", run_dir.display()))?;
-            }
+            claim_run_dir(&run_dir, args.overwrite, true)?;
             (config, run_dir)
         }
         (None, None) => bail!("give a CONFIG file, or --resume RUN_DIR"),
@@ -213,19 +275,75 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses to reuse a directory that holds a run unless `overwrite` (then empties it).
+fn claim_run_dir(run_dir: &std::path::Path, overwrite: bool, resumable: bool) -> Result<()> {
+    if run_dir.join("checkpoints").exists() || run_dir.join("summary.json").exists() {
+        if !overwrite {
+            let resume = if resumable { format!("use --resume {} to continue it, ", run_dir.display()) } else { String::new() };
+            bail!("run directory {} already holds a run: {resume}--overwrite to replace it, or --set run.name=NEW", run_dir.display());
+        }
+        std::fs::remove_dir_all(run_dir).with_context(|| format!("cannot remove {}", run_dir.display()))?;
+    }
+    Ok(())
+}
+
+fn finetune(args: FinetuneCli) -> Result<ExitCode> {
+    let config = config::load_finetune(&args.config, &args.set)?;
+    let run_dir = config.run.run_dir(args.output_dir.as_deref());
+    claim_run_dir(&run_dir, args.overwrite, false)?;
+    let backend = args.backend.unwrap_or(config.run.backend);
+    let r = finetune::run(&config, &run_dir, backend, !args.quiet && std::io::stderr().is_terminal())?;
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    println!("run            {}", r["run_dir"].as_str().unwrap_or_default());
+    println!("mode           {}, {} training examples ({}% of the labels)", r["mode"].as_str().unwrap_or_default(), r["examples"]["train"], 100.0 * f(&r["label_fraction"]));
+    println!("steps          {} ({:.1} epochs, {:.1} s), best validation at step {}{}", r["steps"], f(&r["epochs"]), f(&r["wall_time_s"]), r["best_step"], if r["stopped_early"] == true { ", stopped early" } else { "" });
+    println!("test           accuracy {:.2}%  macro-F1 {:.4}  ({} examples)", 100.0 * f(&r["test"]["accuracy"]), f(&r["test"]["macro_f1"]), r["test"]["examples"]);
+    if let Some(knn) = r["test"]["knn_accuracy"].as_f64() {
+        println!("kNN            accuracy {:.2}% (k = {}, frozen features)", 100.0 * knn, r["test"]["knn_k"]);
+    }
+    println!("summary        {}/summary.json", r["run_dir"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn embed(args: EmbedCli) -> Result<ExitCode> {
+    let pooling = match args.pooling {
+        PoolingArg::Cls => autodidact_models::bert::Pooling::Cls,
+        PoolingArg::Mean => autodidact_models::bert::Pooling::Mean,
+    };
+    let embed_args = embed::EmbedArgs {
+        model_dir: args.model_dir,
+        input: args.input,
+        text_field: args.text_field,
+        out: args.out,
+        format: args.format,
+        pooling,
+        batch_size: args.batch_size,
+        max_seq_len: args.max_seq_len,
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let (n, dim) = embed::run(&embed_args)?;
+    println!("wrote {n} embeddings of dimension {dim} to {}", embed_args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_summary(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     let eval = &r["final_eval"];
     println!("run            {}", r["run_dir"].as_str().unwrap_or_default());
     println!("steps          {}  ({} tokens, {:.0} tokens/s, {:.1} s)", r["steps"], r["tokens_seen"], f(&r["tokens_per_s"]), f(&r["wall_time_s"]));
     println!("held-out loss  {:.4} -> {:.4}  ({:.1}% lower)", f(&r["initial_eval_loss"]), f(&eval["eval_loss"]), 100.0 * f(&r["eval_loss_drop"]));
-    println!(
-        "masked-token accuracy  {:.2}%  (unigram baseline {:.2}%)   perplexity {:.1} (unigram {:.1})",
-        100.0 * f(&eval["eval_accuracy"]),
-        100.0 * f(&r["unigram_baseline"]["eval_accuracy"]),
-        f(&eval["eval_perplexity"]),
-        f(&r["unigram_baseline"]["eval_loss"]).exp()
-    );
+    if r["unigram_baseline"].is_object() {
+        println!(
+            "masked-token accuracy  {:.2}%  (unigram baseline {:.2}%)   perplexity {:.1} (unigram {:.1})",
+            100.0 * f(&eval["eval_accuracy"]),
+            100.0 * f(&r["unigram_baseline"]["eval_accuracy"]),
+            f(&eval["eval_perplexity"]),
+            f(&r["unigram_baseline"]["eval_loss"]).exp()
+        );
+    }
+    if let Some(acc) = eval["eval_retrieval_accuracy"].as_f64() {
+        println!("in-batch retrieval accuracy  {:.2}% (held-out, views without dropout)", 100.0 * acc);
+    }
     println!("summary        {}/summary.json", r["run_dir"].as_str().unwrap_or_default());
 }
 

@@ -10,16 +10,17 @@ use autodidact_data::source::TextSource;
 use autodidact_data::tokenizer::{TextTokenizer, TokenizerTrainSpec};
 use autodidact_objectives::mlm::Mlm;
 use autodidact_models::bert::BertConfig;
-use autodidact_models::hf;
+use autodidact_objectives::simcse::SimCse;
 use autodidact_train::params::with_stable_ids;
 use autodidact_train::trainer::{RunDir, TrainSummary, prepare_model, train};
 use burn::tensor::Device;
 use serde_json::json;
 
 use crate::config::{Backend, Config, ObjectiveSection};
+use crate::init::Pretrained;
 
 /// [`autodidact_core::fsutil::write_atomic`] with the path in the error.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     autodidact_core::fsutil::write_atomic(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -87,7 +88,7 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let tokenizer = if tokenizer_path.exists() && resume {
         TextTokenizer::load(&tokenizer_path)?
     } else if let Some(dir) = &config.model.init_from {
-        TextTokenizer::load_hf_dir(dir).context("model.init_from")?
+        Pretrained::open(dir).context("model.init_from")?.tokenizer
     } else if let Some(path) = &t.path {
         TextTokenizer::load(path).context("tokenizer.path")?
     } else {
@@ -106,18 +107,27 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
         eprintln!("warning: skipped unreadable file {skipped}");
     }
 
-    let ObjectiveSection::Mlm(mlm) = &config.objective;
     let special = tokenizer.special();
-    let masker = MlmMasker::new(special, vocab_size, mlm.mask_ratio, mlm.mask_token_prob, mlm.random_token_prob)?;
     let seq_len = config.data.seq_len;
     let seed = config.run.seed;
-    let split = |name: &str, s| -> Result<MlmBatches> {
+    let batches = |name: &str, s, masker: Option<&MlmMasker>| -> Result<MlmBatches> {
         let stream = TokenStream::open(&shard_dir, &index, s)?;
         let seqs = PackedSequences::new(stream, seq_len, special.cls, name)?;
-        Ok(MlmBatches::new(seqs, masker.clone(), config.train.batch_size, seed))
+        Ok(match masker {
+            Some(m) => MlmBatches::new(seqs, m.clone(), config.train.batch_size, seed),
+            None => MlmBatches::unmasked(seqs, config.train.batch_size, seed),
+        })
     };
-    let data = MlmData { train: split("training", &index.train)?, heldout: split("held-out", &index.heldout)?, eval_batches: config.train.eval_batches };
-    let baseline = unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches), &special.all());
+    let masker = match &config.objective {
+        ObjectiveSection::Mlm(mlm) => Some(MlmMasker::new(special, vocab_size, mlm.mask_ratio, mlm.mask_token_prob, mlm.random_token_prob)?),
+        ObjectiveSection::Simcse(_) => None,
+    };
+    let data = MlmData {
+        train: batches("training", &index.train, masker.as_ref())?,
+        heldout: batches("held-out", &index.heldout, masker.as_ref())?,
+        eval_batches: config.train.eval_batches,
+    };
+    let baseline = masker.is_some().then(|| unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches), &special.all()));
 
     let device = device_for(backend)?.autodiff();
     let bert = config.bert_config(vocab_size)?;
@@ -127,36 +137,51 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     }
     let bert_json = serde_json::to_vec_pretty(&bert)?;
     write_atomic(&run_dir.join(MODEL_CONFIG_FILE), &bert_json)?;
-    let mut objective = prepare_model(Mlm::init(&bert, mlm.label_smoothing, &device), seed, &device);
-    let mut import = None;
-    if let (Some(dir), false) = (&config.model.init_from, resume) {
-        let (model, report) = hf::load_weights(objective.model, &hf::weights_path(dir)?)?;
-        eprintln!("initialized from {} ({}, {} tensors)", dir.display(), report.architecture.class_name(), report.loaded);
-        if !report.initialized.is_empty() {
-            eprintln!("  not in the checkpoint, freshly initialized: {}", report.initialized.join(", "));
-        }
-        if !report.ignored.is_empty() {
-            eprintln!("  in the checkpoint but unused: {}", report.ignored.join(", "));
-        }
-        objective = with_stable_ids(Mlm::from_model(model, mlm.label_smoothing));
-        import = Some(report);
-    }
-    eprintln!(
-        "model: {} parameters; data: {} training and {} held-out sequences of {seq_len} tokens; backend {backend:?}",
-        burn::module::Module::num_params(&objective),
-        data.train.num_sequences(),
-        data.heldout.num_sequences()
-    );
-
+    let pretrained = match (&config.model.init_from, resume) {
+        (Some(dir), false) => Some(Pretrained::open(dir).context("model.init_from")?),
+        _ => None,
+    };
+    let sizes = format!("{} training and {} held-out sequences of {seq_len} tokens; backend {backend:?}", data.train.num_sequences(), data.heldout.num_sequences());
+    let run = RunDir { root: run_dir.clone() };
     let train_cfg = config.train_config(progress);
-    let (_, summary) = train(objective, data, &device, &RunDir { root: run_dir.clone() }, &train_cfg, resume)?;
-    let mut report = summary_json(&config, &run_dir, &summary, &index, &baseline, backend);
+    let (summary, import) = match &config.objective {
+        ObjectiveSection::Mlm(mlm) => {
+            let mut objective = prepare_model(Mlm::init(&bert, mlm.label_smoothing, &device), seed, &device);
+            let mut import = None;
+            if let Some(p) = &pretrained {
+                let (model, report) = p.load_masked_lm(objective.model)?;
+                objective = with_stable_ids(Mlm::from_model(model, mlm.label_smoothing));
+                import = Some(report);
+            }
+            announce(&objective, import.as_ref(), &sizes);
+            (train(objective, data, &device, &run, &train_cfg, resume)?.1, import)
+        }
+        ObjectiveSection::Simcse(c) => {
+            let mut objective = prepare_model(SimCse::new(bert.init(&device), c.temperature, c.pooling), seed, &device);
+            let mut import = None;
+            if let Some(p) = &pretrained {
+                let (encoder, report) = p.load_encoder(&bert, &device)?;
+                objective = with_stable_ids(SimCse::new(encoder, c.temperature, c.pooling));
+                import = Some(report);
+            }
+            announce(&objective, import.as_ref(), &sizes);
+            (train(objective, data, &device, &run, &train_cfg, resume)?.1, import)
+        }
+    };
+    let mut report = summary_json(&config, &run_dir, &summary, &index, baseline.as_ref(), backend);
     if let Some(import) = import {
-        report["init_from"] = json!({ "dir": config.model.init_from, "report": import });
+        report["init_from"] = import;
     }
     let bytes = serde_json::to_vec_pretty(&report)?;
     write_atomic(&run_dir.join("summary.json"), &bytes)?;
     Ok(report)
+}
+
+fn announce<M: burn::module::Module>(objective: &M, import: Option<&serde_json::Value>, sizes: &str) {
+    if let Some(import) = import {
+        eprintln!("initialized from {import}");
+    }
+    eprintln!("model: {} parameters; data: {sizes}", objective.num_params());
 }
 
 /// Unigram baselines on the evaluation targets: the accuracy of always predicting the most
@@ -182,7 +207,7 @@ fn unigram_baseline(index: &ShardIndex, eval: &[MlmBatch], specials: &[u32]) -> 
     Baseline { accuracy: hits as f64 / n, loss: nll / n }
 }
 
-fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &ShardIndex, baseline: &Baseline, backend: Backend) -> serde_json::Value {
+fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &ShardIndex, baseline: Option<&Baseline>, backend: Backend) -> serde_json::Value {
     json!({
         "run": config.run.name,
         "run_dir": run_dir,
@@ -198,7 +223,7 @@ fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &Shard
         "initial_eval_loss": s.initial_eval_loss,
         "final_eval": s.final_eval,
         "eval_loss_drop": s.eval_loss_drop,
-        "unigram_baseline": {"eval_accuracy": baseline.accuracy, "eval_loss": baseline.loss},
+        "unigram_baseline": baseline.map(|b| json!({"eval_accuracy": b.accuracy, "eval_loss": b.loss})),
         "last_checkpoint": s.last_checkpoint,
         "corpus": {
             "files_read": index.source.files_read,

@@ -274,7 +274,7 @@ fn tokenizer_train_writes_a_loadable_tokenizer() {
 fn help_lists_the_commands() {
     let out = bin().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["pretrain", "export", "tokenizer"] {
+    for cmd in ["pretrain", "finetune", "embed", "export", "tokenizer"] {
         assert!(help.contains(cmd), "{help}");
     }
     let out = bin().args(["pretrain", "--help"]).output().unwrap();
@@ -375,4 +375,143 @@ fn init_from_continues_pretraining_a_transformers_checkpoint() {
     assert_fails_with(&["pretrain", cfg, "--set", "tokenizer.vocab_size=100"], d, &["[tokenizer]", "init_from"]);
     assert_fails_with(&["pretrain", cfg, "--set", "model.init_from=\"/nonexistent\""], d, &["model.init_from", "/nonexistent/config.json"]);
     assert_fails_with(&["pretrain", cfg, "--set", "data.seq_len=64"], d, &["data.seq_len", "max_position_embeddings (40)"]);
+}
+
+/// Three classes of short texts told apart by their vocabulary, as class folders.
+fn labeled_folders(root: &Path) -> PathBuf {
+    let topics = [("animals", ["cat", "dog", "rabbit", "bird"]), ("food", ["bread", "soup", "apple", "cheese"]), ("weather", ["rain", "wind", "snow", "storm"])];
+    for (class, words) in topics {
+        std::fs::create_dir_all(root.join("labeled").join(class)).unwrap();
+        for i in 0..24 {
+            let text = format!("the {} and the {} were there on day {i}, said alice to the {}", words[i % 4], words[(i + 1) % 4], words[(i + 2) % 4]);
+            std::fs::write(root.join("labeled").join(class).join(format!("{i:03}.txt")), text).unwrap();
+        }
+    }
+    root.join("labeled")
+}
+
+fn finetune_config(dir: &Path, init_from: &Path, extra_model: &str) -> PathBuf {
+    let cfg = format!(
+        r#"
+[run]
+name = "ft"
+seed = 3
+
+[data]
+path = "{}"
+validation_fraction = 0.15
+test_fraction = 0.25
+max_seq_len = 32
+
+[model]
+init_from = "{}"
+{extra_model}
+
+[train]
+batch_size = 8
+max_steps = 60
+lr = 3e-3
+warmup_steps = 5
+eval_every = 10
+early_stopping_patience = 3
+"#,
+        labeled_folders(dir).display(),
+        init_from.display()
+    );
+    let path = dir.join("ft.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn summary(run_dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn finetune_trains_a_classifier_and_reports_test_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_config(d, &alice(), "");
+    assert!(run(&["pretrain", cfg.to_str().unwrap(), "--output-dir", "runs"], d).status.success());
+
+    let ft = finetune_config(d, &d.join("runs/t"), "");
+    let out = run(&["finetune", ft.to_str().unwrap(), "--output-dir", "runs"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = summary(&d.join("runs/ft"));
+    assert_eq!(s["classes"], serde_json::json!(["animals", "food", "weather"]));
+    assert_eq!(s["examples"]["test"], 18);
+    assert_eq!(s["init_from"]["encoder"], "model.bert");
+    let acc = s["test"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "test accuracy {acc} (chance 0.33): {s}");
+    let cm = &s["test"]["confusion_matrix"];
+    assert_eq!(cm.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum::<u64>(), 18);
+    assert!(d.join("runs/ft/checkpoints/best/manifest.json").exists(), "the best model is kept");
+
+    // Few labels, from scratch, and a linear probe (with kNN) all run and report.
+    let few = run(&["finetune", ft.to_str().unwrap(), "--output-dir", "runs", "--set", "run.name=\"few\"", "--set", "data.label_fraction=0.1", "--set", "model.random_init=true"], d);
+    assert!(few.status.success(), "{}", text(&few));
+    let s = summary(&d.join("runs/few"));
+    assert_eq!(s["examples"]["train_per_class"], serde_json::json!([1, 1, 1]));
+    assert_eq!(s["init_from"]["random_init"], true);
+    let probe = run(&["finetune", ft.to_str().unwrap(), "--output-dir", "runs", "--set", "run.name=\"probe\"", "--set", "model.freeze_encoder=true", "--set", "model.pooling=\"mean\""], d);
+    assert!(probe.status.success(), "{}", text(&probe));
+    let s = summary(&d.join("runs/probe"));
+    assert!(s["test"]["knn_accuracy"].as_f64().is_some(), "{s}");
+
+    // A fine-tuned run is a model directory like any other: embed from it.
+    std::fs::write(d.join("texts.txt"), "the cat and the dog\nhot soup and bread\nthe cat and the dog\n").unwrap();
+    let out = run(&["embed", "runs/ft", "texts.txt", "--out", "emb.safetensors", "-q"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(d.join("emb.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("embeddings").unwrap().shape(), [3, 32]);
+    let e = tensor(&st, "embeddings");
+    assert_eq!(e[..32], e[64..], "identical texts, identical embeddings, in input order");
+    assert_ne!(e[..32], e[32..64]);
+    let out = run(&["embed", "runs/t", "texts.txt", "--out", "emb.npy", "--pooling", "cls", "-q"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    let npy = std::fs::read(d.join("emb.npy")).unwrap();
+    assert!(npy.starts_with(b"\x93NUMPY") && String::from_utf8_lossy(&npy[..128]).contains("'shape': (3, 32"), "{}", String::from_utf8_lossy(&npy[..128]));
+}
+
+#[test]
+fn finetune_and_embed_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_config(d, &alice(), "");
+    assert!(run(&["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=2", "--output-dir", "runs"], d).status.success());
+    let ft = finetune_config(d, &d.join("runs/t"), "");
+    let ft = ft.to_str().unwrap();
+    assert_fails_with(&["finetune", ft, "--set", "data.validation_fraction=0.7"], d, &["ft.toml", "data.validation_fraction + data.test_fraction"]);
+    assert_fails_with(&["finetune", ft, "--set", "data.label_fraction=0"], d, &["ft.toml", "data.label_fraction"]);
+    assert_fails_with(&["finetune", ft, "--set", "data.max_seq_len=64"], d, &["data.max_seq_len", "max_position_embeddings"]);
+    assert_fails_with(&["finetune", ft, "--set", "model.init_from=\"nowhere\""], d, &["model.init_from", "nowhere"]);
+    assert_fails_with(&["finetune", ft, "--set", "data.labels=\"x\""], d, &["ft.toml", "unknown field `labels`"]);
+    // A class too small for the requested splits is named.
+    std::fs::create_dir_all(d.join("labeled/rare")).unwrap();
+    std::fs::write(d.join("labeled/rare/1.txt"), "one lonely example").unwrap();
+    assert_fails_with(&["finetune", ft], d, &["class \"rare\" has 1 example(s)"]);
+    assert_fails_with(&["embed", "runs/t", "missing.txt", "--out", "e.npy"], d, &["missing.txt"]);
+}
+
+#[test]
+fn simcse_continues_an_mlm_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_config(d, &alice(), "");
+    assert!(run(&["pretrain", cfg.to_str().unwrap(), "--output-dir", "runs"], d).status.success());
+    let simcse = format!(
+        "[run]\nname = \"s\"\n[data]\npath = \"{}\"\nseq_len = 16\n[model]\ninit_from = \"runs/t\"\n[objective]\ntype = \"simcse\"\n[train]\nbatch_size = 16\nmax_steps = 10\nlr = 1e-4\neval_every = 5\neval_batches = 2\n",
+        alice().display()
+    );
+    std::fs::write(d.join("simcse.toml"), simcse).unwrap();
+    let out = run(&["pretrain", "simcse.toml", "--output-dir", "runs"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = summary(&d.join("runs/s"));
+    assert_eq!(s["objective"], "simcse");
+    assert_eq!(s["init_from"]["encoder"], "model.bert");
+    assert!(s["final_eval"]["eval_retrieval_accuracy"].as_f64().is_some(), "{s}");
+    assert!(s["unigram_baseline"].is_null());
+    // Dropout is SimCSE's augmentation: without it the config is refused.
+    assert_fails_with(&["pretrain", "simcse.toml", "--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0"], d, &["simcse", "dropout"]);
 }

@@ -44,3 +44,25 @@ impl MlmBatch {
         self.attention_mask.iter().all(|&m| m != 0)
     }
 }
+
+/// A batch of labeled sequences for classification (fine-tuning, linear probes).
+///
+/// # Shapes
+/// - `input_ids`, `token_type_ids`, `attention_mask`: `[batch_size * seq_len]`, row-major,
+///   right-padded to the longest sequence of the batch.
+/// - `labels`: `[batch_size]`, class indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassificationBatch {
+    /// Number of sequences.
+    pub batch_size: usize,
+    /// Tokens per (padded) sequence.
+    pub seq_len: usize,
+    /// Token ids.
+    pub input_ids: Vec<u32>,
+    /// Segment ids.
+    pub token_type_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<u8>,
+    /// Class of each sequence.
+    pub labels: Vec<u32>,
+}

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod eval;
 pub mod fsutil;
 pub mod objective;
 pub mod seed;

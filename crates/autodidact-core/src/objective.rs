@@ -46,6 +46,15 @@ impl BatchSize for crate::batch::MlmBatch {
     }
 }
 
+impl BatchSize for crate::batch::ClassificationBatch {
+    fn examples(&self) -> usize {
+        self.batch_size
+    }
+    fn tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m != 0).count()
+    }
+}
+
 /// A self-supervised training objective: encoder + head + loss.
 pub trait Objective: Module + 'static {
     /// The host-side batch this objective consumes.

@@ -183,7 +183,7 @@ impl MlmMasker {
 pub struct MlmBatches {
     sequences: PackedSequences,
     sampler: EpochSampler,
-    masker: MlmMasker,
+    masker: Option<MlmMasker>,
     batch_size: usize,
     seed: u64,
 }
@@ -192,7 +192,30 @@ impl MlmBatches {
     /// Batches of `batch_size` sequences from `sequences`.
     pub fn new(sequences: PackedSequences, masker: MlmMasker, batch_size: usize, seed: u64) -> Self {
         let sampler = EpochSampler::new(sequences.len(), seed);
-        Self { sequences, sampler, masker, batch_size, seed }
+        Self { sequences, sampler, masker: Some(masker), batch_size, seed }
+    }
+
+    /// The same sequences without masking (no prediction targets), for objectives that
+    /// use whole sequences, such as SimCSE.
+    pub fn unmasked(sequences: PackedSequences, batch_size: usize, seed: u64) -> Self {
+        let sampler = EpochSampler::new(sequences.len(), seed);
+        Self { sequences, sampler, masker: None, batch_size, seed }
+    }
+
+    fn finish(&self, ids: Vec<u32>, seq_len: usize, seed: u64) -> MlmBatch {
+        match &self.masker {
+            Some(masker) => masker.mask(ids, seq_len, seed),
+            // Packed sequences have no padding.
+            None => MlmBatch {
+                batch_size: ids.len() / seq_len.max(1),
+                seq_len,
+                token_type_ids: vec![0; ids.len()],
+                attention_mask: vec![1; ids.len()],
+                input_ids: ids,
+                masked_positions: Vec::new(),
+                masked_labels: Vec::new(),
+            },
+        }
     }
 
     /// Number of sequences available.
@@ -208,7 +231,7 @@ impl MlmBatches {
             let i = self.sampler.index(k * self.batch_size as u64 + j as u64);
             self.sequences.read(i, &mut ids);
         }
-        self.masker.mask(ids, seq_len, derive_seed(self.seed, Stream::Collate, k))
+        self.finish(ids, seq_len, derive_seed(self.seed, Stream::Collate, k))
     }
 
     /// Deterministic evaluation batches: the first `max_batches` batches of the split in
@@ -225,7 +248,7 @@ impl MlmBatches {
             for j in i..i + take {
                 self.sequences.read(j, &mut ids);
             }
-            out.push(self.masker.mask(ids, seq_len, derive_seed(self.seed, Stream::Eval, out.len() as u64)));
+            out.push(self.finish(ids, seq_len, derive_seed(self.seed, Stream::Eval, out.len() as u64)));
             i += take;
         }
         out

@@ -378,3 +378,107 @@ fn hf_tokenizer_files_round_trip() {
         }
     }
 }
+
+// ---- labeled data, splits, and host-side evaluation ----
+
+use autodidact_data::labeled::{Encoded, LabeledCorpus, LabeledFields, LabeledFormat, label_subset, stratified_split};
+
+fn fields() -> LabeledFields {
+    LabeledFields { text: "text".into(), label: "label".into() }
+}
+
+#[test]
+fn labeled_folders_csv_and_jsonl_agree_and_count_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("folders/sport/1.txt"), b"a goal in the final minute");
+    write(&d.join("folders/sport/2.txt"), b"the match ended in a draw");
+    write(&d.join("folders/tech/1.txt"), b"a new phone with a faster chip");
+    write(&d.join("folders/tech/empty.txt"), b"   \n");
+    write(&d.join("folders/tech/bad.txt"), b"caf\xe9");
+    write(&d.join("folders/.hidden/x.txt"), b"ignored");
+    let folders = LabeledCorpus::open(&d.join("folders"), LabeledFormat::Auto, &fields(), None).unwrap();
+    assert_eq!(folders.classes, ["sport", "tech"]);
+    assert_eq!(folders.labels, [0, 0, 1]);
+    assert_eq!(folders.skipped["empty text"].count, 1);
+    assert_eq!(folders.skipped["invalid UTF-8"].count, 1);
+
+    write(&d.join("data.csv"), b"id,text,label\n1,\"a goal, late\",sport\n2,a new chip,tech\n3,no label here,\n4,\"the draw\",sport\n");
+    let csv = LabeledCorpus::open(&d.join("data.csv"), LabeledFormat::Auto, &fields(), None).unwrap();
+    assert_eq!((csv.texts[0].as_str(), csv.labels.as_slice()), ("a goal, late", &[0, 1, 0][..]));
+    assert_eq!(csv.skipped["missing label"].count, 1);
+    assert!(csv.skipped["missing label"].first.ends_with("data.csv:4"), "{:?}", csv.skipped);
+
+    write(&d.join("data.jsonl"), b"{\"text\": \"a goal\", \"label\": \"sport\"}\n{\"text\": \"a chip\"}\nnot json\n{\"text\": \"x\", \"label\": 3}\n");
+    let jsonl = LabeledCorpus::open(&d.join("data.jsonl"), LabeledFormat::Auto, &fields(), None).unwrap();
+    assert_eq!(jsonl.classes, ["3", "sport"]);
+    assert_eq!((jsonl.skipped["missing label"].count, jsonl.skipped["malformed JSON line"].count), (1, 1));
+
+    // A test file with a label the training data does not have: counted, named.
+    let test = LabeledCorpus::open(&d.join("data.jsonl"), LabeledFormat::Jsonl, &fields(), Some(&["sport".to_string()])).unwrap();
+    assert_eq!(test.labels, [0]);
+    assert_eq!(test.skipped["unknown label \"3\""].count, 1);
+
+    let err = LabeledCorpus::open(&d.join("data.csv"), LabeledFormat::Csv, &LabeledFields { text: "body".into(), label: "label".into() }, None).unwrap_err().to_string();
+    assert!(err.contains("data.csv") && err.contains("no column \"body\""), "{err}");
+    std::fs::create_dir(d.join("nothing")).unwrap();
+    let err = LabeledCorpus::open(&d.join("nothing"), LabeledFormat::Auto, &fields(), None).unwrap_err().to_string();
+    assert!(err.contains("no class sub-directories"), "{err}");
+}
+
+#[test]
+fn stratified_splits_keep_class_proportions_and_name_small_classes() {
+    let labels: Vec<usize> = (0..300).map(|i| if i < 200 { 0 } else { 1 }).collect();
+    let classes = ["a".to_string(), "b".to_string()];
+    let split = stratified_split(&labels, &classes, 0.1, 0.2, 7).unwrap();
+    let count = |idx: &[usize], c: usize| idx.iter().filter(|&&i| labels[i] == c).count();
+    assert_eq!((count(&split.validation, 0), count(&split.validation, 1)), (20, 10));
+    assert_eq!((count(&split.test, 0), count(&split.test, 1)), (40, 20));
+    assert_eq!(split.train.len(), 210);
+    let mut all: Vec<usize> = split.train.iter().chain(&split.validation).chain(&split.test).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..300).collect::<Vec<_>>(), "a partition");
+    assert_eq!(split, stratified_split(&labels, &classes, 0.1, 0.2, 7).unwrap(), "seeded");
+    assert_ne!(split, stratified_split(&labels, &classes, 0.1, 0.2, 8).unwrap());
+
+    // Few labels: per class, at least one, and smaller fractions are subsets of larger ones.
+    let ten = label_subset(&split.train, &labels, 2, 0.1, 7);
+    let one = label_subset(&split.train, &labels, 2, 0.01, 7);
+    assert_eq!((count(&ten, 0), count(&ten, 1)), (14, 7));
+    assert_eq!((count(&one, 0), count(&one, 1)), (1, 1));
+    assert!(one.iter().all(|i| ten.contains(i)));
+
+    let err = stratified_split(&[0, 0, 0, 1], &classes, 0.1, 0.2, 0).unwrap_err().to_string();
+    assert!(err.contains("class \"b\" has 1 example(s)"), "{err}");
+}
+
+#[test]
+fn encoded_examples_are_truncated_and_padded_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tok, _) = TextTokenizer::train(&corpus(dir.path()), &spec(TokenizerKind::WordPiece, 150)).unwrap();
+    let texts = vec!["the quick brown fox jumps over the lazy dog again and again".to_string(), "fox".to_string()];
+    let enc = Encoded::new(&tok, &texts, &[1, 0], 6).unwrap();
+    assert_eq!(enc.truncated, 1);
+    let s = tok.special();
+    let b = enc.batch(&[1, 0]);
+    assert_eq!((b.batch_size, b.seq_len, b.labels.as_slice()), (2, 6, &[0, 1][..]));
+    assert_eq!(b.input_ids[0], s.cls);
+    assert_eq!(b.input_ids[11], s.sep, "a truncated text still ends with [SEP]");
+    let short = enc.ids[1].len();
+    assert_eq!(&b.attention_mask[..6], &[vec![1u8; short], vec![0; 6 - short]].concat()[..]);
+    assert!(b.input_ids[short..6].iter().all(|&t| t == s.pad));
+}
+
+#[test]
+fn knn_f1_and_confusion_follow_their_definitions() {
+    use autodidact_core::eval::{accuracy, confusion_matrix, knn_predict, macro_f1};
+    // Two clusters on the unit circle; the query near each one takes its label.
+    let train = [1.0f32, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9];
+    let labels = [0, 0, 1, 1];
+    assert_eq!(knn_predict(&train, &labels, &[2.0, 0.1, 0.0, 3.0], 2, 2, 3, 0.07), [0, 1]);
+    let cm = confusion_matrix(&[0, 0, 1, 1, 2], &[0, 1, 1, 1, 0], 3);
+    assert_eq!(cm, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
+    assert!((accuracy(&cm) - 0.6).abs() < 1e-12);
+    // F1 per class: 2·1/(2+2) = 0.5, 2·2/(3+2) = 0.8, 0 → macro 0.4333 (sklearn agrees).
+    assert!((macro_f1(&cm) - (0.5 + 0.8 + 0.0) / 3.0).abs() < 1e-12);
+}

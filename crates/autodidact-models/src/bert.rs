@@ -171,6 +171,37 @@ impl BertInput {
     }
 }
 
+/// How a sequence of hidden states becomes one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The hidden state of the first token (`[CLS]`), as BERT classifiers use.
+    #[default]
+    Cls,
+    /// The mean over real (non-padding) tokens, as sentence-embedding models often use.
+    Mean,
+}
+
+impl Pooling {
+    /// Pools hidden states.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`; `attention_mask`: `[batch, seq]` (true = real token)
+    /// - output: `[batch, hidden]`
+    pub fn pool(self, hidden: Tensor<3>, attention_mask: Option<Tensor<2, Bool>>) -> Tensor<2> {
+        let [b, t, h] = hidden.dims();
+        match (self, attention_mask) {
+            (Self::Cls, _) => hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]),
+            (Self::Mean, None) => hidden.mean_dim(1).reshape([b, h]),
+            (Self::Mean, Some(mask)) => {
+                let m = mask.float().reshape([b, t, 1]); // (B, T, 1)
+                let counts = m.clone().sum_dim(1).reshape([b, 1]).clamp_min(1.0); // (B, 1)
+                (hidden * m).sum_dim(1).reshape([b, h]) / counts
+            }
+        }
+    }
+}
+
 /// The encoder: embeddings then a stack of transformer layers (HF `BertModel` without pooler).
 #[derive(Module, Debug)]
 pub struct BertModel {

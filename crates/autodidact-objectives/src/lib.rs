@@ -7,3 +7,5 @@
 
 pub mod losses;
 pub mod mlm;
+pub mod classify;
+pub mod simcse;

@@ -3,12 +3,13 @@
 #[path = "../../autodidact-models/tests/support/hf_fixture.rs"]
 mod hf_fixture;
 
-use autodidact_core::batch::MlmBatch;
+use autodidact_core::batch::{ClassificationBatch, MlmBatch};
 use autodidact_core::objective::Objective;
-use autodidact_models::bert::BertConfig;
-use autodidact_objectives::losses::{correct_count, cross_entropy};
+use autodidact_models::bert::{BertConfig, Pooling};
+use autodidact_objectives::classify::SequenceClassifier;
+use autodidact_objectives::simcse::SimCse;
+use autodidact_objectives::losses::{correct_count, cross_entropy, info_nce};
 use autodidact_objectives::mlm::Mlm;
-use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -122,32 +123,119 @@ fn tiny_batch() -> MlmBatch {
     }
 }
 
-/// The shared objective contract: a finite loss on a fresh model, and a loss that falls when
-/// fitting one tiny batch.
+/// The shared objective contract: a finite loss on a fresh model, a loss that falls when
+/// fitting one tiny batch, and a finite evaluation loss without autodiff. Returns the first
+/// and the last training loss.
+fn objective_contract<O: Objective>(mut objective: O, batch: &O::Batch, lr: f64, steps: usize) -> (f64, f64) {
+    let device = device().autodiff();
+    let mut optimizer = AdamWConfig::new().init();
+    let first = scalar(objective.forward(batch, &device).loss);
+    assert!(first.is_finite());
+    let mut last = first;
+    for _ in 0..steps {
+        let out = objective.forward(batch, &device);
+        last = scalar(out.loss.clone());
+        let grads = GradientsParams::from_grads(out.loss.backward(), &objective);
+        objective = optimizer.step(lr, objective, grads);
+    }
+    assert!(last.is_finite());
+    assert!(last < 0.5 * first, "loss fell only from {first} to {last}");
+    let eval = scalar(objective.valid().forward(batch, &device.inner()).loss);
+    assert!(eval.is_finite());
+    (first, last)
+}
+
 #[test]
 fn mlm_objective_loss_is_finite_and_falls() {
     let device = device().autodiff();
     device.seed(1);
-    let mut objective = Mlm::init(&tiny_bert(32), 0.0, &device);
-    let batch = tiny_batch();
-    let mut optimizer = AdamWConfig::new().init();
-    let first = scalar(objective.forward(&batch, &device).loss);
-    assert!(first.is_finite());
+    let (first, _) = objective_contract(Mlm::init(&tiny_bert(32), 0.0, &device), &tiny_batch(), 3e-3, 40);
     // A fresh model predicts close to uniformly: the loss starts near ln V.
     assert!((first - 32f64.ln()).abs() < 0.5, "{first}");
-    let mut last = first;
-    for _ in 0..40 {
-        let out = objective.forward(&batch, &device);
-        last = scalar(out.loss.clone());
-        let grads = GradientsParams::from_grads(out.loss.backward(), &objective);
-        objective = optimizer.step(3e-3, objective, grads);
+}
+
+/// Case D (`scripts/golden/info_nce.py`, torch 2.15.0):
+///
+/// ```python
+/// z1 = [[sin(0.3 i + 0.7 j)]], z2 = [[cos(0.5 i - 0.2 j) + 0.1 j]], i < 4, j < 3
+/// F.cross_entropy(F.normalize(z1) @ F.normalize(z2).T / tau, torch.arange(4))
+/// # tau=0.1: 1.93581486   tau=0.05: 2.64278579
+/// ```
+#[test]
+fn info_nce_matches_pytorch() {
+    let z1 = logits(4, 3, |i, j| (0.3 * i as f64 + 0.7 * j as f64).sin());
+    let z2 = logits(4, 3, |i, j| (0.5 * i as f64 - 0.2 * j as f64).cos() + 0.1 * j as f64);
+    assert_close(scalar(info_nce(z1.clone(), z2.clone(), 0.1).0), 1.935_814_86);
+    assert_close(scalar(info_nce(z1, z2, 0.05).0), 2.642_782_79);
+}
+
+/// Analytic case: identical, mutually orthogonal embeddings (scaled, to check the
+/// normalization) give positives of similarity 1 and negatives of 0, so the loss is
+/// `-ln(e^{1/τ} / (e^{1/τ} + N - 1))`.
+#[test]
+fn info_nce_of_identical_orthogonal_embeddings_is_analytic() {
+    let (n, tau) = (4usize, 0.5f64);
+    let z = logits(n, n, |i, j| if i == j { 3.0 + i as f64 } else { 0.0 });
+    let expected = -((1.0 / tau).exp() / ((1.0 / tau).exp() + (n - 1) as f64)).ln();
+    assert_close(scalar(info_nce(z.clone(), z, tau).0), expected);
+}
+
+/// Four sentences that differ only in their last token: a fresh encoder embeds them almost
+/// identically, so SimCSE starts near chance (ln 4) and must learn to tell them apart.
+fn tiny_sentences() -> MlmBatch {
+    let (b, t) = (4, 12);
+    let input_ids: Vec<u32> = (0..b * t).map(|i| if i % t == t - 1 { 5 + (i / t) as u32 } else { 10 + (i % t) as u32 }).collect();
+    MlmBatch {
+        batch_size: b,
+        seq_len: t,
+        input_ids,
+        token_type_ids: vec![0; b * t],
+        attention_mask: vec![1; b * t],
+        masked_positions: Vec::new(),
+        masked_labels: Vec::new(),
     }
-    assert!(last.is_finite());
-    assert!(last < 0.5 * first, "loss fell only from {first} to {last}");
-    // Evaluation without autodiff agrees with the training forward (no dropout here).
-    let valid = objective.valid();
-    let eval = scalar(valid.forward(&batch, &device.clone().inner()).loss);
-    assert!(eval.is_finite());
+}
+
+#[test]
+fn simcse_objective_loss_is_finite_and_falls() {
+    let device = device().autodiff();
+    device.seed(2);
+    let config = BertConfig { hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, ..tiny_bert(32) };
+    let (first, _) = objective_contract(SimCse::new(config.init(&device), 0.05, Pooling::Mean), &tiny_sentences(), 1e-3, 30);
+    assert!(first > 0.5 * 4f64.ln(), "{first}");
+}
+
+#[test]
+fn classifier_objective_loss_is_finite_and_falls() {
+    let device = device().autodiff();
+    device.seed(3);
+    let mlm = tiny_batch();
+    let batch = ClassificationBatch {
+        batch_size: mlm.batch_size,
+        seq_len: mlm.seq_len,
+        input_ids: mlm.input_ids,
+        token_type_ids: mlm.token_type_ids,
+        attention_mask: mlm.attention_mask,
+        labels: vec![0, 1, 2, 1],
+    };
+    for pooling in [Pooling::Cls, Pooling::Mean] {
+        let classifier = SequenceClassifier::new(tiny_bert(32).init(&device), 3, pooling, 0.0, false, &device);
+        let (first, _) = objective_contract(classifier, &batch, 3e-3, 40);
+        assert!((first - 3f64.ln()).abs() < 0.3, "{first}");
+    }
+}
+
+/// Mean pooling averages real tokens only: padding does not move it.
+#[test]
+fn mean_pooling_ignores_padding() {
+    use burn::tensor::Bool;
+    let device = device();
+    let hidden = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 100.0, 100.0], [1, 3, 2]), &device);
+    let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, true, false], [1, 2 + 1]), &device);
+    let pooled = Pooling::Mean.pool(hidden.clone(), Some(mask)).into_data().try_into_vec::<f32>().unwrap();
+    assert_eq!(pooled, vec![2.0, 3.0]);
+    let cls = Pooling::Cls.pool(hidden, None).into_data().try_into_vec::<f32>().unwrap();
+    assert_eq!(cls, vec![1.0, 2.0]);
 }
 
 #[test]

@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
 
+/// Name of the best-model checkpoint of an early-stopped run.
+const BEST_DIR: &str = "best";
 /// The weights file of a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
@@ -105,10 +107,29 @@ impl Checkpoints {
     /// # Errors
     /// Any I/O or serialization failure; the previous checkpoints are left as they were.
     pub fn save<M: Module>(&self, model: &M, optimizer: &ModuleOptimizer, state: &TrainState, keep_last: usize) -> Result<PathBuf> {
-        let final_dir = self.step_dir(state.step);
-        autodidact_core::fsutil::write_dir_atomic(&final_dir, |tmp| self.write_into(tmp, model, optimizer, state), |p, e| TrainError::io(p, e))?;
+        let dir = self.write(&self.step_dir(state.step), model, optimizer, state)?;
         self.prune(keep_last)?;
-        Ok(final_dir)
+        Ok(dir)
+    }
+
+    /// Writes the best model of an early-stopped run as `checkpoints/best/` (a complete
+    /// checkpoint; never pruned and never picked by resume, which uses `step-N`).
+    ///
+    /// # Errors
+    /// Any I/O or serialization failure.
+    pub fn save_best<M: Module>(&self, model: &M, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<PathBuf> {
+        self.write(&self.dir.join(BEST_DIR), model, optimizer, state)
+    }
+
+    /// `checkpoints/best/` when the run kept one.
+    pub fn best(&self) -> Option<PathBuf> {
+        let dir = self.dir.join(BEST_DIR);
+        dir.join(MANIFEST_FILE).is_file().then_some(dir)
+    }
+
+    fn write<M: Module>(&self, dir: &Path, model: &M, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<PathBuf> {
+        autodidact_core::fsutil::write_dir_atomic(dir, |tmp| self.write_into(tmp, model, optimizer, state), |p, e| TrainError::io(p, e))?;
+        Ok(dir.to_path_buf())
     }
 
     fn write_into<M: Module>(&self, dir: &Path, model: &M, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<()> {
@@ -211,13 +232,38 @@ pub fn load<M: Module>(dir: &Path, mut model: M, optimizer: ModuleOptimizer) -> 
 pub fn load_weights<M: Module>(path: &Path, model: &mut M) -> Result<()> {
     let mut store = SafetensorsStore::from_file(path);
     let result = model.load_from(&mut store).map_err(|e| TrainError::checkpoint(path, e))?;
-    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
-        let mut problems = Vec::new();
-        problems.extend(result.errors.iter().map(|e| format!("{e:?}")));
-        problems.extend(result.missing.iter().map(|(name, _)| format!("missing {name}")));
-        problems.extend(result.unused.iter().map(|name| format!("unexpected {name}")));
-        let shown: Vec<_> = problems.iter().take(8).cloned().collect();
-        return Err(TrainError::checkpoint(path, format!("does not fit the model ({} problem(s)): {}", problems.len(), shown.join("; "))));
+    check_fit(path, &result, true)
+}
+
+/// Loads the tensors under `prefix` (e.g. `model.bert`) of a `model.safetensors` into
+/// `module`, which must match them exactly; other tensors are ignored. Returns false, loading
+/// nothing, when the file has no tensor under `prefix`.
+///
+/// # Errors
+/// Unreadable or malformed file, or prefixed tensors that do not fit `module`.
+pub fn load_prefixed<M: Module>(path: &Path, prefix: &str, module: &mut M) -> Result<bool> {
+    let pattern = format!("^{}\\.", prefix.replace('.', "\\."));
+    // Remapping happens before matching, so stripping the prefix selects the tensors under it.
+    let mut store = SafetensorsStore::from_file(path).with_key_remapping(&pattern, "").allow_partial(true);
+    let result = module.load_from(&mut store).map_err(|e| TrainError::checkpoint(path, e))?;
+    if result.applied.is_empty() {
+        return Ok(false);
     }
-    Ok(())
+    check_fit(path, &result, false)?;
+    Ok(true)
+}
+
+/// Fails on any missing or mis-shaped tensor (and, when `exact`, any unused one), listing them.
+fn check_fit(path: &Path, result: &burn::store::ApplyResult, exact: bool) -> Result<()> {
+    let mut problems = Vec::new();
+    problems.extend(result.errors.iter().map(|e| format!("{e:?}")));
+    problems.extend(result.missing.iter().map(|(name, _)| format!("missing {name}")));
+    if exact {
+        problems.extend(result.unused.iter().map(|name| format!("unexpected {name}")));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<_> = problems.iter().take(8).cloned().collect();
+    Err(TrainError::checkpoint(path, format!("does not fit the model ({} problem(s)): {}", problems.len(), shown.join("; "))))
 }

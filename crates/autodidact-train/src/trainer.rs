@@ -57,6 +57,9 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Checkpoint every this many steps (0 = only at the end).
     pub checkpoint_every: u64,
+    /// Stop when the evaluation loss has not improved for this many evaluations, and keep
+    /// the best model (returned, and written to `checkpoints/best/`).
+    pub early_stopping_patience: Option<u64>,
     /// Checkpoints to keep.
     pub keep_last: usize,
     /// Batches prepared ahead of the trainer by the data thread.
@@ -114,6 +117,12 @@ pub struct TrainSummary {
     pub num_params: usize,
     /// Checkpoint written last.
     pub last_checkpoint: Option<PathBuf>,
+    /// With early stopping: the step of the best evaluation, whose model is returned.
+    pub best_step: Option<u64>,
+    /// With early stopping: the best evaluation.
+    pub best_eval: Option<BTreeMap<String, f64>>,
+    /// True when early stopping ended the run before `max_steps`.
+    pub stopped_early: bool,
 }
 
 /// Builds AdamW with decay on matrices only.
@@ -191,6 +200,8 @@ where
         log_eval(&mut log, 0, &eval)?;
         state.last_eval = eval;
     }
+    let mut best: Option<Best<O>> = None;
+    let mut stopped_early = false;
 
     while state.step < cfg.max_steps {
         let step = state.step;
@@ -229,7 +240,7 @@ where
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss_sum:.4}  lr {lr:.2e}  {:.0} tok/s", window.tokens_per_s()));
 
-        let last = state.step == cfg.max_steps;
+        let mut last = state.step == cfg.max_steps;
         if state.step % cfg.log_every.max(1) == 0 || last {
             let mut rec = Map::new();
             rec.insert("step".into(), json!(state.step));
@@ -246,16 +257,40 @@ where
             let eval = evaluate(&objective, &eval_batches, &inner);
             log_eval(&mut log, state.step, &eval)?;
             bar.println(format!("step {:>6}  {}", state.step, format_eval(&eval)));
+            if let Some(patience) = cfg.early_stopping_patience {
+                let loss = eval.get("eval_loss").copied().unwrap_or(f64::INFINITY);
+                match &mut best {
+                    Some(b) if loss >= b.loss => {
+                        b.evals_since += 1;
+                        if b.evals_since >= patience && !last {
+                            bar.println(format!("early stop at step {}: no better evaluation loss than step {}'s {:.4} in {patience} evaluations", state.step, b.step, b.loss));
+                            stopped_early = true;
+                            last = true;
+                        }
+                    }
+                    _ => best = Some(Best { loss, step: state.step, eval: eval.clone(), model: objective.clone(), evals_since: 0 }),
+                }
+            }
             state.last_eval = eval;
         }
         if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || last {
             state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
             last_checkpoint = Some(checkpoints.save(&objective, &optimizer, &state, cfg.keep_last)?);
         }
+        if stopped_early {
+            break;
+        }
     }
     bar.finish_and_clear();
     drop(rx);
     let _ = producer.join();
+    let (mut best_step, mut best_eval) = (None, None);
+    if let Some(b) = best {
+        let best_state = TrainState { step: b.step, last_eval: b.eval.clone(), ..state.clone() };
+        checkpoints.save_best(&b.model, &optimizer, &best_state)?;
+        (best_step, best_eval) = (Some(b.step), Some(b.eval));
+        objective = b.model;
+    }
 
     state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
     let session = session_start.elapsed().as_secs_f64().max(1e-9);
@@ -278,8 +313,20 @@ where
         loss_history,
         num_params: objective.num_params(),
         last_checkpoint,
+        best_step,
+        best_eval,
+        stopped_early,
     };
     Ok((objective, summary))
+}
+
+/// The best model so far of a run with early stopping.
+struct Best<O> {
+    loss: f64,
+    step: u64,
+    eval: BTreeMap<String, f64>,
+    model: O,
+    evals_since: u64,
 }
 
 fn recv<B>(rx: &Receiver<B>, k: u64) -> Result<B> {
