@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The label-efficiency study on BBC News (README, "Text specialists"): test accuracy with 1%,
+# 10% and 100% of the training labels for an encoder (a) from scratch, (b) pretrained with
+# MLM on unlabeled text that includes the BBC articles without labels, (c) the same plus
+# SimCSE; plus a linear probe and kNN on the frozen SimCSE (and MLM) encoders.
+#
+#   scripts/bbc-study.sh            # everything (about an hour on 2 cores)
+#   SKIP_PRETRAIN=1 scripts/bbc-study.sh   # reuse runs/bbc-mlm and runs/bbc-simcse
+#
+# Prints a markdown table; every run's summary.json is under runs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-data.sh
+cargo build --release -p autodidact-cli
+bin=${CARGO_TARGET_DIR:-target}/release/autodidact
+seeds=${SEEDS:-0}
+
+if [ -z "${SKIP_PRETRAIN:-}" ]; then
+    /usr/bin/time -f "%e s wall" "$bin" pretrain configs/bbc-mlm.toml --overwrite -q
+    /usr/bin/time -f "%e s wall" "$bin" pretrain configs/bbc-simcse.toml --overwrite -q
+fi
+
+ft() { # name, extra --set arguments...
+    local name=$1; shift
+    "$bin" finetune configs/finetune-bbc.toml --overwrite -q --set "run.name=\"$name\"" "$@" > /dev/null
+}
+for seed in $seeds; do
+    for frac in 0.01 0.1 1.0; do
+        ft "bbc-scratch-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set model.random_init=true
+        ft "bbc-mlm-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed
+        ft "bbc-simcse-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set 'model.init_from="../runs/bbc-simcse"'
+    done
+    for enc in mlm simcse; do
+        ft "bbc-probe-$enc-s$seed" --set run.seed=$seed --set "model.init_from=\"../runs/bbc-$enc\"" --set model.freeze_encoder=true --set 'model.pooling="mean"' --set train.lr=1e-2
+    done
+done
+
+python3 - "$seeds" <<'PY'
+import json, sys
+seeds = sys.argv[1].split()
+def s(name): return json.load(open(f"runs/{name}/summary.json"))
+def cell(kind, frac):
+    runs = [s(f"bbc-{kind}-{frac}-s{seed}") for seed in seeds]
+    acc = sum(r["test"]["accuracy"] for r in runs) / len(runs)
+    f1 = sum(r["test"]["macro_f1"] for r in runs) / len(runs)
+    t = sum(r["wall_time_s"] for r in runs) / len(runs)
+    return f"{100*acc:.1f}% / {f1:.3f} ({runs[0]['examples']['train']} ex., {t:.0f} s)"
+print("| encoder | 1% labels | 10% labels | 100% labels |")
+print("|---|---|---|---|")
+for kind, label in [("scratch", "(a) from scratch"), ("mlm", "(b) MLM"), ("simcse", "(c) MLM + SimCSE")]:
+    print(f"| {label} | " + " | ".join(cell(kind, f) for f in ["0.01", "0.1", "1.0"]) + " |")
+print()
+print("| frozen encoder (mean pooling) | linear probe acc. | kNN acc. (k=20) |")
+print("|---|---|---|")
+for enc in ["mlm", "simcse"]:
+    runs = [s(f"bbc-probe-{enc}-s{seed}") for seed in seeds]
+    lp = sum(r["test"]["accuracy"] for r in runs) / len(runs)
+    knn = sum(r["test"]["knn_accuracy"] for r in runs) / len(runs)
+    print(f"| {enc} | {100*lp:.1f}% | {100*knn:.1f}% |")
+for name in ["bbc-mlm", "bbc-simcse"]:
+    r = s(name)
+    print(f"\n{name}: {r['steps']} steps, {r['wall_time_s']:.0f} s, {r['tokens_per_s']:.0f} tokens/s, final eval {r['final_eval']}")
+PY
