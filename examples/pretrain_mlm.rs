@@ -73,7 +73,7 @@ fn main() -> Result<()> {
         log_every: 20,
         eval_every: 100,
         checkpoint_every: 0,
-        early_stopping_patience: None,
+        early_stopping: None,
         keep_last: 1,
         prefetch: 4,
         progress: true,

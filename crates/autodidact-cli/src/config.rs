@@ -9,7 +9,7 @@ use autodidact_data::source::TextFormat;
 use autodidact_data::tokenizer::TokenizerKind;
 use autodidact_models::bert::{BertConfig, Pooling};
 use autodidact_train::schedule::{Decay, LrSchedule};
-use autodidact_train::trainer::{AdamWSettings, TrainConfig};
+use autodidact_train::trainer::{AdamWSettings, EarlyStopping, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// A whole config file.
@@ -269,9 +269,12 @@ pub struct TrainSection {
     pub eval_batches: usize,
     #[serde(default)]
     pub checkpoint_every: u64,
-    /// Stop after this many evaluations without a lower evaluation loss; keep the best model.
+    /// Stop after this many evaluations without improvement; keep the best model.
     #[serde(default)]
     pub early_stopping_patience: Option<u64>,
+    /// The evaluation metric early stopping watches (`eval_loss`, `eval_accuracy`, ...).
+    #[serde(default = "default_stopping_metric")]
+    pub early_stopping_metric: String,
     #[serde(default = "default_keep_last")]
     pub keep_last: usize,
     #[serde(default = "default_prefetch")]
@@ -319,6 +322,9 @@ impl TrainSection {
         if !(tr.eps > 0.0) || !(tr.weight_decay >= 0.0) || !(tr.clip_grad_norm >= 0.0) {
             bail!("train.eps must be positive; train.weight_decay and train.clip_grad_norm must be non-negative");
         }
+        if !self.early_stopping_metric.starts_with("eval_") {
+            bail!("train.early_stopping_metric: {:?} is not an evaluation metric (eval_loss, eval_accuracy, ...)", self.early_stopping_metric);
+        }
         if self.early_stopping_patience == Some(0) {
             bail!("train.early_stopping_patience: must be at least 1 evaluation");
         }
@@ -338,12 +344,16 @@ impl TrainSection {
             log_every: t.log_every,
             eval_every: t.eval_every,
             checkpoint_every: t.checkpoint_every,
-            early_stopping_patience: t.early_stopping_patience,
+            early_stopping: t.early_stopping_patience.map(|patience| EarlyStopping { metric: t.early_stopping_metric.clone(), patience }),
             keep_last: t.keep_last,
             prefetch: t.prefetch,
             progress,
         }
     }
+}
+
+fn default_stopping_metric() -> String {
+    "eval_loss".into()
 }
 
 fn one() -> u64 {

@@ -360,11 +360,11 @@ fn init_from_continues_pretraining_a_transformers_checkpoint() {
     let d = dir.path();
     let out = run(&["pretrain", repo().join("configs/continue-hf-bert.toml").to_str().unwrap(), "--set", "train.max_steps=20", "--set", "train.eval_every=10", "--output-dir", "runs"], d);
     assert!(out.status.success(), "{}", text(&out));
-    let summary: Value = serde_json::from_slice(&std::fs::read(d.join("runs/continue-hf-bert/summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["init_from"]["report"]["architecture"], "BertForMaskedLM");
-    assert_eq!(summary["init_from"]["report"]["loaded"], 42);
-    assert_eq!(summary["corpus"]["vocab_size"], 136, "the checkpoint's tokenizer is used");
-    assert!(summary["eval_loss_drop"].as_f64().unwrap() > 0.0, "{summary}");
+    let s0: Value = serde_json::from_slice(&std::fs::read(d.join("runs/continue-hf-bert/summary.json")).unwrap()).unwrap();
+    assert_eq!(s0["init_from"]["report"]["architecture"], "BertForMaskedLM");
+    assert_eq!(s0["init_from"]["report"]["loaded"], 42);
+    assert_eq!(s0["corpus"]["vocab_size"], 136, "the checkpoint's tokenizer is used");
+    assert!(s0["eval_loss_drop"].as_f64().unwrap() > 0.0, "{s0}");
 
     // The architecture and the tokenizer come from the checkpoint, not from the config.
     let cfg = tiny_config(d, &alice(), "");
@@ -375,6 +375,14 @@ fn init_from_continues_pretraining_a_transformers_checkpoint() {
     assert_fails_with(&["pretrain", cfg, "--set", "tokenizer.vocab_size=100"], d, &["[tokenizer]", "init_from"]);
     assert_fails_with(&["pretrain", cfg, "--set", "model.init_from=\"/nonexistent\""], d, &["model.init_from", "/nonexistent/config.json"]);
     assert_fails_with(&["pretrain", cfg, "--set", "data.seq_len=64"], d, &["data.seq_len", "max_position_embeddings (40)"]);
+
+    // Fine-tuning starts from a transformers checkpoint too (its vocab.txt/tokenizer.json).
+    let ft = finetune_config(d, &hf_fixture(), "");
+    let out = run(&["finetune", ft.to_str().unwrap(), "--output-dir", "runs", "--set", "train.max_steps=5"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = summary(&d.join("runs/ft"));
+    assert_eq!(s["init_from"]["format"], "huggingface");
+    assert_eq!(s["init_from"]["report"]["loaded"], 42);
 }
 
 /// Three classes of short texts told apart by their vocabulary, as class folders.

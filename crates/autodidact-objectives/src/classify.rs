@@ -18,19 +18,21 @@ pub struct SequenceClassifier {
     /// `hidden → classes`.
     pub classifier: Linear,
     dropout: Dropout,
-    /// Train the head only: the encoder's output is detached, so it gets no gradients.
-    freeze_encoder: bool,
     #[module(skip)]
     pooling: Pooling,
 }
 
 impl SequenceClassifier {
-    /// A new head (N(0, 0.02) weights, zero bias, as HF initializes it) on `bert`.
+    /// A new head (N(0, 0.02) weights, zero bias, as HF initializes it) on `bert`. With
+    /// `freeze_encoder` (a linear probe) the encoder is frozen with burn's `Module::freeze`:
+    /// its parameters take no gradients and its dropout is off, so autodiff records nothing
+    /// for it (merely detaching its output would leave every step's encoder graph behind).
     pub fn new(bert: BertModel, num_classes: usize, pooling: Pooling, dropout: f64, freeze_encoder: bool, device: &Device) -> Self {
+        let bert = if freeze_encoder { bert.freeze() } else { bert };
         let classifier = LinearConfig::new(bert.hidden_size(), num_classes)
             .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 })
             .init(device);
-        Self { bert, classifier, dropout: DropoutConfig::new(dropout).init(), freeze_encoder, pooling }
+        Self { bert, classifier, dropout: DropoutConfig::new(dropout).init(), pooling }
     }
 
     /// The pooled sequence representation.
@@ -40,8 +42,7 @@ impl SequenceClassifier {
     pub fn features(&self, batch: &ClassificationBatch, device: &Device) -> Tensor<2> {
         let input = BertInput::from_host(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, batch.batch_size, batch.seq_len, device);
         let mask = input.attention_mask.clone();
-        let pooled = self.pooling.pool(self.bert.forward(input), mask);
-        if self.freeze_encoder { pooled.detach() } else { pooled }
+        self.pooling.pool(self.bert.forward(input), mask)
     }
 
     /// Class logits.

@@ -225,6 +225,31 @@ fn classifier_objective_loss_is_finite_and_falls() {
     }
 }
 
+/// A linear probe trains the classifier only: the frozen encoder's weights do not move.
+#[test]
+fn frozen_encoder_stays_fixed_while_the_head_learns() {
+    let device = device().autodiff();
+    device.seed(4);
+    let mlm = tiny_batch();
+    let batch = ClassificationBatch { batch_size: 4, seq_len: 12, input_ids: mlm.input_ids, token_type_ids: mlm.token_type_ids, attention_mask: mlm.attention_mask, labels: vec![0, 1, 2, 1] };
+    let mut probe = SequenceClassifier::new(tiny_bert(32).init(&device), 3, Pooling::Mean, 0.0, true, &device);
+    let values = |p: &SequenceClassifier| {
+        let enc = p.bert.embeddings.word_embeddings.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let head = p.classifier.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        (enc, head)
+    };
+    let (enc0, head0) = values(&probe);
+    let mut optimizer = AdamWConfig::new().init();
+    for _ in 0..3 {
+        let loss = probe.forward(&batch, &device).loss;
+        let grads = GradientsParams::from_grads(loss.backward(), &probe);
+        probe = optimizer.step(1e-2, probe, grads);
+    }
+    let (enc1, head1) = values(&probe);
+    assert_eq!(enc0, enc1, "the frozen encoder changed");
+    assert_ne!(head0, head1, "the head did not learn");
+}
+
 /// Mean pooling averages real tokens only: padding does not move it.
 #[test]
 fn mean_pooling_ignores_padding() {

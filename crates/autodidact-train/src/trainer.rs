@@ -57,15 +57,35 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Checkpoint every this many steps (0 = only at the end).
     pub checkpoint_every: u64,
-    /// Stop when the evaluation loss has not improved for this many evaluations, and keep
-    /// the best model (returned, and written to `checkpoints/best/`).
-    pub early_stopping_patience: Option<u64>,
+    /// Stop when an evaluation metric has not improved for some evaluations, and keep the
+    /// best model (returned, and written to `checkpoints/best/`).
+    pub early_stopping: Option<EarlyStopping>,
     /// Checkpoints to keep.
     pub keep_last: usize,
     /// Batches prepared ahead of the trainer by the data thread.
     pub prefetch: usize,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+}
+
+/// Early stopping on an evaluation metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStopping {
+    /// The metric as logged (`eval_loss`, `eval_accuracy`, ...). Losses and perplexities are
+    /// minimized, everything else maximized.
+    pub metric: String,
+    /// Evaluations without improvement before stopping.
+    pub patience: u64,
+}
+
+impl EarlyStopping {
+    /// The metric as a score to maximize (missing: worst).
+    fn score(&self, eval: &BTreeMap<String, f64>) -> f64 {
+        let v = eval.get(&self.metric).copied().unwrap_or(f64::NAN);
+        let lower_is_better = self.metric.contains("loss") || self.metric.contains("perplexity");
+        let score = if lower_is_better { -v } else { v };
+        if score.is_nan() { f64::NEG_INFINITY } else { score }
+    }
 }
 
 /// Paths of a run directory.
@@ -257,18 +277,18 @@ where
             let eval = evaluate(&objective, &eval_batches, &inner);
             log_eval(&mut log, state.step, &eval)?;
             bar.println(format!("step {:>6}  {}", state.step, format_eval(&eval)));
-            if let Some(patience) = cfg.early_stopping_patience {
-                let loss = eval.get("eval_loss").copied().unwrap_or(f64::INFINITY);
+            if let Some(stopping) = &cfg.early_stopping {
+                let score = stopping.score(&eval);
                 match &mut best {
-                    Some(b) if loss >= b.loss => {
+                    Some(b) if score <= b.score => {
                         b.evals_since += 1;
-                        if b.evals_since >= patience && !last {
-                            bar.println(format!("early stop at step {}: no better evaluation loss than step {}'s {:.4} in {patience} evaluations", state.step, b.step, b.loss));
+                        if b.evals_since >= stopping.patience && !last {
+                            bar.println(format!("early stop at step {}: {} has not improved on step {}'s in {} evaluations", state.step, stopping.metric, b.step, stopping.patience));
                             stopped_early = true;
                             last = true;
                         }
                     }
-                    _ => best = Some(Best { loss, step: state.step, eval: eval.clone(), model: objective.clone(), evals_since: 0 }),
+                    _ => best = Some(Best { score, step: state.step, eval: eval.clone(), model: objective.clone(), evals_since: 0 }),
                 }
             }
             state.last_eval = eval;
@@ -322,7 +342,7 @@ where
 
 /// The best model so far of a run with early stopping.
 struct Best<O> {
-    loss: f64,
+    score: f64,
     step: u64,
     eval: BTreeMap<String, f64>,
     model: O,
