@@ -110,6 +110,6 @@ pub fn run(args: &EmbedArgs) -> Result<(usize, usize)> {
             out
         }
     };
-    autodidact_core::fsutil::write_atomic(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    crate::pretrain::write_atomic(&args.out, &bytes)?;
     Ok((n, dim))
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use autodidact_data::labeled::Encoded;
 use autodidact_data::tokenizer::TextTokenizer;
 use autodidact_models::bert::{BertForMaskedLM, BertInput};
 use autodidact_models::hf::{self, HfArchitecture};
@@ -105,26 +106,13 @@ fn verify_export(dir: &Path, model: &BertForMaskedLM, tokenizer: &TextTokenizer,
     Ok(())
 }
 
-/// The sample as a right-padded batch, `(ids, type_ids, mask, batch, seq)`.
-fn sample_batch(tokenizer: &TextTokenizer, max_len: usize) -> Result<(Vec<u32>, Vec<u32>, Vec<u8>, usize, usize)> {
-    let rows = tokenizer.encode_for_model(&SAMPLE)?;
-    let seq = rows.iter().map(|(ids, _)| ids.len().min(max_len)).max().unwrap_or(1);
-    let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    for (row_ids, row_types) in &rows {
-        let n = row_ids.len().min(seq);
-        ids.extend(row_ids[..n].iter().copied().chain(std::iter::repeat_n(tokenizer.special().pad, seq - n)));
-        types.extend(row_types[..n].iter().copied().chain(std::iter::repeat_n(0, seq - n)));
-        mask.extend(std::iter::repeat_n(1u8, n).chain(std::iter::repeat_n(0, seq - n)));
-    }
-    Ok((ids, types, mask, rows.len(), seq))
-}
-
 /// Writes the sample inputs and this model's outputs (MLM logits, or the last hidden
 /// states for an encoder export) as safetensors, with the texts in the metadata.
 fn write_parity_sample(path: &Path, model: &BertForMaskedLM, tokenizer: &TextTokenizer, architecture: HfArchitecture, device: &Device) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
-    let (ids, types, mask, batch, seq) = sample_batch(tokenizer, model.bert.max_positions())?;
-    let input = BertInput::from_host(&ids, &types, &mask, batch, seq, device);
+    let sample = Encoded::pairs(tokenizer, &SAMPLE, &[0; SAMPLE.len()], model.bert.max_positions())?.batch(&(0..SAMPLE.len()).collect::<Vec<_>>());
+    let (ids, types, mask, batch, seq) = (&sample.input_ids, &sample.token_type_ids, &sample.attention_mask, sample.batch_size, sample.seq_len);
+    let input = BertInput::from_host(ids, types, mask, batch, seq, device);
     let (name, output): (&str, Tensor<3>) = match architecture {
         HfArchitecture::BertForMaskedLM => ("logits", model.forward(input)),
         HfArchitecture::BertModel => ("last_hidden_state", model.bert.forward(input)),
@@ -133,7 +121,7 @@ fn write_parity_sample(path: &Path, model: &BertForMaskedLM, tokenizer: &TextTok
     let out_bytes: Vec<u8> = output.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?.iter().flat_map(|v| v.to_le_bytes()).collect();
     let as_i64 = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|&x| i64::from(x).to_le_bytes()).collect() };
     let mask32: Vec<u32> = mask.iter().map(|&m| u32::from(m)).collect();
-    let tensors = [("input_ids", as_i64(&ids)), ("token_type_ids", as_i64(&types)), ("attention_mask", as_i64(&mask32))];
+    let tensors = [("input_ids", as_i64(ids)), ("token_type_ids", as_i64(types)), ("attention_mask", as_i64(&mask32))];
     let mut views = Vec::new();
     for (n, bytes) in &tensors {
         views.push((n.to_string(), TensorView::new(Dtype::I64, vec![batch, seq], bytes)?));
@@ -142,5 +130,5 @@ fn write_parity_sample(path: &Path, model: &BertForMaskedLM, tokenizer: &TextTok
     let texts = serde_json::to_string(&SAMPLE.iter().map(|(a, b)| serde_json::json!([a, b])).collect::<Vec<_>>())?;
     let metadata = std::collections::HashMap::from([("texts".to_string(), texts)]);
     let bytes = safetensors::serialize(views, Some(metadata))?;
-    autodidact_core::fsutil::write_atomic(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+    crate::pretrain::write_atomic(path, &bytes)
 }

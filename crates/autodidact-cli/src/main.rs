@@ -39,11 +39,10 @@ enum Command {
     Tokenizer(TokenizerCommand),
 }
 
+/// Options of every command that creates a run directory.
 #[derive(Args)]
-struct FinetuneCli {
-    /// The config file (see configs/finetune-*.toml and the README).
-    config: PathBuf,
-    /// Override a config key, e.g. `--set data.label_fraction=0.1` (repeatable).
+struct RunOptions {
+    /// Override a config key, e.g. `--set train.lr=3e-4` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Parent directory of the run directory (default: run.output_dir, else ./runs).
@@ -58,6 +57,20 @@ struct FinetuneCli {
     /// Hide the progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+impl RunOptions {
+    fn progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
+#[derive(Args)]
+struct FinetuneCli {
+    /// The config file (see configs/finetune-*.toml and the README).
+    config: PathBuf,
+    #[command(flatten)]
+    run: RunOptions,
 }
 
 #[derive(Args)]
@@ -134,28 +147,15 @@ enum ExportFormat {
 struct PretrainCli {
     /// The config file. Optional with --resume (the run's own config.toml is used).
     config: Option<PathBuf>,
-    /// Override a config key, e.g. `--set train.lr=3e-4` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
     /// Continue the run in RUN_DIR from its newest valid checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
-    /// Parent directory of the run directory (default: run.output_dir, else ./runs).
-    #[arg(long, value_name = "DIR")]
-    output_dir: Option<PathBuf>,
-    /// Compute backend (default: run.backend from the config, else flex).
-    #[arg(long, value_enum)]
-    backend: Option<Backend>,
-    /// Replace an existing run directory of the same name.
-    #[arg(long)]
-    overwrite: bool,
+    #[command(flatten)]
+    run: RunOptions,
     /// Exit with status 3 unless the held-out loss fell by at least this fraction
     /// (e.g. 0.2 = 20%) between the first and the last evaluation: a CI guard.
     #[arg(long, value_name = "FRACTION")]
     expect_loss_drop: Option<f64>,
-    /// Hide the progress bar.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -241,12 +241,12 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
     let (config, run_dir) = match (&args.resume, &args.config) {
         (Some(run_dir), config) => {
             let path = config.clone().unwrap_or_else(|| run_dir.join("config.toml"));
-            (config::load(&path, &args.set)?, run_dir.clone())
+            (config::load(&path, &args.run.set)?, run_dir.clone())
         }
         (None, Some(path)) => {
-            let config = config::load(path, &args.set)?;
-            let run_dir = config.run_dir(args.output_dir.as_deref());
-            claim_run_dir(&run_dir, args.overwrite, true)?;
+            let config = config::load(path, &args.run.set)?;
+            let run_dir = config.run_dir(args.run.output_dir.as_deref());
+            claim_run_dir(&run_dir, args.run.overwrite, true)?;
             (config, run_dir)
         }
         (None, None) => bail!("give a CONFIG file, or --resume RUN_DIR"),
@@ -256,13 +256,13 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
             bail!("--expect-loss-drop {f}: must be a fraction in [0, 1)");
         }
     }
-    let backend = args.backend.unwrap_or(config.run.backend);
+    let backend = args.run.backend.unwrap_or(config.run.backend);
     let report = pretrain::run(pretrain::PretrainArgs {
         config,
         run_dir,
         resume: args.resume.is_some(),
         backend,
-        progress: !args.quiet && std::io::stderr().is_terminal(),
+        progress: args.run.progress(),
     })?;
     print_summary(&report);
     if let Some(expected) = args.expect_loss_drop {
@@ -288,11 +288,11 @@ fn claim_run_dir(run_dir: &std::path::Path, overwrite: bool, resumable: bool) ->
 }
 
 fn finetune(args: FinetuneCli) -> Result<ExitCode> {
-    let config = config::load_finetune(&args.config, &args.set)?;
-    let run_dir = config.run.run_dir(args.output_dir.as_deref());
-    claim_run_dir(&run_dir, args.overwrite, false)?;
-    let backend = args.backend.unwrap_or(config.run.backend);
-    let r = finetune::run(&config, &run_dir, backend, !args.quiet && std::io::stderr().is_terminal())?;
+    let config = config::load_finetune(&args.config, &args.run.set)?;
+    let run_dir = config.run.run_dir(args.run.output_dir.as_deref());
+    claim_run_dir(&run_dir, args.run.overwrite, false)?;
+    let backend = args.run.backend.unwrap_or(config.run.backend);
+    let r = finetune::run(&config, &run_dir, backend, args.run.progress())?;
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     println!("run            {}", r["run_dir"].as_str().unwrap_or_default());
     println!("mode           {}, {} training examples ({}% of the labels)", r["mode"].as_str().unwrap_or_default(), r["examples"]["train"], 100.0 * f(&r["label_fraction"]));

@@ -85,10 +85,16 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let source = TextSource::open(&config.data.path, config.data.format, &config.data.text_field).context("data.path")?;
     let tokenizer_path = run_dir.join("tokenizer.json");
     let t = config.tokenizer();
-    let tokenizer = if tokenizer_path.exists() && resume {
+    let resuming = resume && tokenizer_path.exists();
+    // Weights (and tokenizer) from `init_from`, unless resuming, when the run has its own.
+    let pretrained = match &config.model.init_from {
+        Some(dir) if !resuming => Some(Pretrained::open(dir).context("model.init_from")?),
+        _ => None,
+    };
+    let tokenizer = if resuming {
         TextTokenizer::load(&tokenizer_path)?
-    } else if let Some(dir) = &config.model.init_from {
-        Pretrained::open(dir).context("model.init_from")?.tokenizer
+    } else if let Some(p) = &pretrained {
+        p.tokenizer.clone()
     } else if let Some(path) = &t.path {
         TextTokenizer::load(path).context("tokenizer.path")?
     } else {
@@ -137,10 +143,6 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     }
     let bert_json = serde_json::to_vec_pretty(&bert)?;
     write_atomic(&run_dir.join(MODEL_CONFIG_FILE), &bert_json)?;
-    let pretrained = match (&config.model.init_from, resume) {
-        (Some(dir), false) => Some(Pretrained::open(dir).context("model.init_from")?),
-        _ => None,
-    };
     let sizes = format!("{} training and {} held-out sequences of {seq_len} tokens; backend {backend:?}", data.train.num_sequences(), data.heldout.num_sequences());
     let run = RunDir { root: run_dir.clone() };
     let train_cfg = config.train_config(progress);

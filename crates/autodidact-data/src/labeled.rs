@@ -118,15 +118,6 @@ impl LabeledCorpus {
     pub fn skipped_summary(&self) -> String {
         self.skipped.iter().map(|(k, v)| format!("{k}: {} (first at {})", v.count, v.first)).collect::<Vec<_>>().join("; ")
     }
-
-    /// Number of examples per class.
-    pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.classes.len()];
-        for &l in &self.labels {
-            counts[l] += 1;
-        }
-        counts
-    }
 }
 
 #[derive(Default)]
@@ -169,13 +160,8 @@ fn read_folders(root: &Path, raw: &mut Raw) -> Result<()> {
     }
     for dir in class_dirs {
         let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&dir)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file() && visible(e.path()))
-            .map(|e| e.into_path())
-            .collect();
+        let mut files: Vec<PathBuf> =
+            walkdir::WalkDir::new(&dir).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file() && visible(e.path())).map(|e| e.into_path()).collect();
         files.sort();
         for file in files {
             let bytes = std::fs::read(&file).map_err(|e| DataError::io(&file, e))?;
@@ -293,6 +279,8 @@ pub fn label_subset(train: &[usize], labels: &[usize], num_classes: usize, fract
 pub struct Encoded {
     /// Token ids per example.
     pub ids: Vec<Vec<u32>>,
+    /// Segment ids per example (1 for the second text of a pair).
+    pub type_ids: Vec<Vec<u32>>,
     /// Class per example.
     pub labels: Vec<u32>,
     /// Examples that were truncated.
@@ -306,35 +294,46 @@ impl Encoded {
     /// # Errors
     /// `max_len` below 2, or a tokenization failure.
     pub fn new(tokenizer: &TextTokenizer, texts: &[String], labels: &[usize], max_len: usize) -> Result<Self> {
+        let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
+        Self::pairs(tokenizer, &inputs, labels, max_len)
+    }
+
+    /// Tokenizes single texts or pairs (`[CLS] a [SEP] b [SEP]`, token types 0 and 1).
+    ///
+    /// # Errors
+    /// `max_len` below 2, or a tokenization failure.
+    pub fn pairs(tokenizer: &TextTokenizer, inputs: &[(&str, Option<&str>)], labels: &[usize], max_len: usize) -> Result<Self> {
         if max_len < 2 {
             return Err(DataError::Invalid(format!("max_seq_len must be at least 2, got {max_len}")));
         }
-        let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
         let sep = tokenizer.special().sep;
         let mut truncated = 0;
-        let ids = tokenizer
-            .encode_for_model(&inputs)?
+        let (ids, type_ids) = tokenizer
+            .encode_for_model(inputs)?
             .into_iter()
-            .map(|(mut ids, _)| {
+            .map(|(mut ids, mut types)| {
                 if ids.len() > max_len {
                     ids.truncate(max_len - 1);
                     ids.push(sep);
+                    types.truncate(max_len);
                     truncated += 1;
                 }
-                ids
+                (ids, types)
             })
-            .collect();
-        Ok(Self { ids, labels: labels.iter().map(|&l| l as u32).collect(), truncated, pad: tokenizer.special().pad })
+            .unzip();
+        Ok(Self { ids, type_ids, labels: labels.iter().map(|&l| l as u32).collect(), truncated, pad: tokenizer.special().pad })
     }
 
     /// The examples `indices` as one right-padded batch.
     pub fn batch(&self, indices: &[usize]) -> ClassificationBatch {
         let seq_len = indices.iter().map(|&i| self.ids[i].len()).max().unwrap_or(1);
-        let mut b = ClassificationBatch { batch_size: indices.len(), seq_len, input_ids: Vec::new(), token_type_ids: vec![0; indices.len() * seq_len], attention_mask: Vec::new(), labels: Vec::new() };
+        let padding = |n: usize| seq_len - n;
+        let mut b = ClassificationBatch { batch_size: indices.len(), seq_len, input_ids: Vec::new(), token_type_ids: Vec::new(), attention_mask: Vec::new(), labels: Vec::new() };
         for &i in indices {
-            let ids = &self.ids[i];
-            b.input_ids.extend(ids.iter().copied().chain(std::iter::repeat_n(self.pad, seq_len - ids.len())));
-            b.attention_mask.extend(std::iter::repeat_n(1u8, ids.len()).chain(std::iter::repeat_n(0, seq_len - ids.len())));
+            let (ids, types) = (&self.ids[i], &self.type_ids[i]);
+            b.input_ids.extend(ids.iter().copied().chain(std::iter::repeat_n(self.pad, padding(ids.len()))));
+            b.token_type_ids.extend(types.iter().copied().chain(std::iter::repeat_n(0, padding(types.len()))));
+            b.attention_mask.extend(std::iter::repeat_n(1u8, ids.len()).chain(std::iter::repeat_n(0, padding(ids.len()))));
             b.labels.push(self.labels[i]);
         }
         b
