@@ -66,3 +66,35 @@ pub struct ClassificationBatch {
     /// Class of each sequence.
     pub labels: Vec<u32>,
 }
+
+/// A batch of images, each as one or more augmented views (contrastive methods use two, masked
+/// image modelling one), normalized to `f32`.
+///
+/// # Shapes
+/// - `pixels`: `[views * batch_size * channels * height * width]`, view-major: view `v` of
+///   image `i` starts at `((v * batch_size + i) * channels) * height * width` (NCHW per view).
+/// - `labels`: `[batch_size]` class indices, or empty for unlabeled data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageBatch {
+    /// Number of images.
+    pub batch_size: usize,
+    /// Views per image.
+    pub views: usize,
+    /// Channels per view (1 grayscale, 3 RGB).
+    pub channels: usize,
+    /// View height in pixels.
+    pub height: usize,
+    /// View width in pixels.
+    pub width: usize,
+    /// Normalized pixel values, see the type docs for the layout.
+    pub pixels: Vec<f32>,
+    /// Class of each image (empty when unlabeled).
+    pub labels: Vec<u32>,
+}
+
+impl ImageBatch {
+    /// Values in one view of one image.
+    pub fn view_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}

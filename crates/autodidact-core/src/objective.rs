@@ -55,6 +55,12 @@ impl BatchSize for crate::batch::ClassificationBatch {
     }
 }
 
+impl BatchSize for crate::batch::ImageBatch {
+    fn examples(&self) -> usize {
+        self.batch_size
+    }
+}
+
 /// A self-supervised training objective: encoder + head + loss.
 pub trait Objective: Module + 'static {
     /// The host-side batch this objective consumes.

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// Errors from reading corpora, training or loading tokenizers, and token shards.
+/// Errors from reading corpora and image sets, training or loading tokenizers, and token
+/// shards.
 ///
 /// Every variant that concerns a file names it: the user must be able to act on the message.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,15 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// An image file or image set that cannot be read: a malformed IDX file, a corrupt or
+    /// truncated image, images that disagree in size or channels.
+    #[error("{path}: {message}")]
+    Image {
+        /// The file (or folder) at fault.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A parameter that does not fit the data (e.g. sequence length, mask ratio).
     #[error("{0}")]
     Invalid(String),
@@ -61,6 +71,10 @@ pub enum DataError {
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn image(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Image { path: path.into(), message: message.into() }
     }
 }
 

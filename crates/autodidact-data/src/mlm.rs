@@ -29,7 +29,7 @@ impl PackedSequences {
             return Err(DataError::Invalid(format!("seq_len must be at least 2, got {seq_len}")));
         }
         let this = Self { stream, seq_len, cls };
-        if this.len() == 0 {
+        if this.is_empty() {
             return Err(DataError::Invalid(format!(
                 "the {split} split has {} tokens, fewer than one sequence of {seq_len}: use a larger corpus, a shorter seq_len or (for held-out) a larger heldout_fraction",
                 this.stream.len()
@@ -111,7 +111,7 @@ impl MlmMasker {
     /// Probabilities outside `[0, 1]`, a zero mask ratio, or `mask_prob + random_prob > 1`.
     pub fn new(special: SpecialTokens, vocab_size: usize, mask_ratio: f64, mask_prob: f64, random_prob: f64) -> Result<Self> {
         let unit = 0.0..=1.0;
-        if !(mask_ratio > 0.0 && mask_ratio <= 1.0) || !unit.contains(&mask_prob) || !unit.contains(&random_prob) || mask_prob + random_prob > 1.0 {
+        if !(mask_ratio > 0.0 && mask_ratio <= 1.0 && unit.contains(&mask_prob) && unit.contains(&random_prob) && mask_prob + random_prob <= 1.0) {
             return Err(DataError::Invalid(format!(
                 "invalid masking probabilities: mask_ratio {mask_ratio} must be in (0, 1], mask_prob {mask_prob} and random_prob {random_prob} in [0, 1] with a sum at most 1"
             )));

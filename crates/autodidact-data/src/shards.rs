@@ -137,10 +137,10 @@ pub fn fingerprint(source: &TextSource, tokenizer: &TextTokenizer, opts: &ShardO
 /// I/O failures, an empty corpus, or a held-out or training split with no tokens.
 pub fn build_or_reuse(source: &TextSource, tokenizer: &TextTokenizer, dir: &Path, opts: &ShardOptions) -> Result<ShardIndex> {
     let fp = fingerprint(source, tokenizer, opts)?;
-    if let Ok(index) = read_index(dir) {
-        if index.fingerprint == fp {
-            return Ok(index);
-        }
+    if let Ok(index) = read_index(dir)
+        && index.fingerprint == fp
+    {
+        return Ok(index);
     }
     build(source, tokenizer, dir, opts, fp)
 }
@@ -192,7 +192,7 @@ impl SplitWriter {
             }
             let room = (self.max_tokens - self.current_tokens) as usize * width;
             let take = room.min(rest.len());
-            let path = self.dir.join(&self.index.shards.last().map(|s| s.file.clone()).unwrap_or_default());
+            let path = self.dir.join(self.index.shards.last().map(|s| s.file.clone()).unwrap_or_default());
             if let Some(w) = self.current.as_mut() {
                 w.write_all(&rest[..take]).map_err(|e| DataError::io(&path, e))?;
             }
@@ -433,6 +433,7 @@ impl TokenStream {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -92,10 +92,10 @@ impl TextSource {
                     let p = e.path().unwrap_or(path).to_path_buf();
                     DataError::io(p, e.into())
                 })?;
-                if entry.file_type().is_file() {
-                    if let Some(kind) = kind_of(entry.path(), format) {
-                        files.push((entry.path().to_path_buf(), kind));
-                    }
+                if entry.file_type().is_file()
+                    && let Some(kind) = kind_of(entry.path(), format)
+                {
+                    files.push((entry.path().to_path_buf(), kind));
                 }
             }
         }

@@ -1,4 +1,6 @@
-//! Corpus reading, tokenizers, shards and masking: round trips, statistics, bad inputs.
+//! Corpus reading, tokenizers, shards, masking, image sets and augmentation: round trips,
+//! statistics, bad inputs.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 use std::io::Write;
 use std::path::Path;
@@ -264,9 +266,9 @@ fn masking_statistics_follow_80_10_10() {
     check(random, 0.1 - 0.1 / 995.0);
     // Unmasked positions are untouched.
     let masked: std::collections::HashSet<u32> = batch.masked_positions.iter().copied().collect();
-    for i in 0..ids.len() {
+    for (i, id) in ids.iter().enumerate() {
         if !masked.contains(&(i as u32)) {
-            assert_eq!(batch.input_ids[i], ids[i]);
+            assert_eq!(batch.input_ids[i], *id);
         }
     }
 }
@@ -481,4 +483,394 @@ fn knn_f1_and_confusion_follow_their_definitions() {
     assert!((accuracy(&cm) - 0.6).abs() < 1e-12);
     // F1 per class: 2·1/(2+2) = 0.5, 2·2/(3+2) = 0.8, 0 → macro 0.4333 (sklearn agrees).
     assert!((macro_f1(&cm) - (0.5 + 0.8 + 0.0) / 3.0).abs() < 1e-12);
+}
+
+// ---- image sets: IDX files and folders ----
+
+use std::sync::Arc;
+
+use autodidact_core::objective::BatchStream;
+use autodidact_data::augment::{Augment, BlurSpec, CropSpec, ImageBatches, JitterSpec, channel_stats, labeled_batches};
+use autodidact_data::images::ImageSet;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// An IDX file: magic `0x0000 08 <ndims>`, big-endian dimensions, then the bytes.
+fn idx(ndims: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, ndims];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// Bytes that differ from pixel to pixel and from image to image (no mirror symmetry).
+fn pattern(n: usize, salt: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * 37 + salt * 101 + (i * i) % 13) % 256) as u8).collect()
+}
+
+fn save_png(path: &Path, w: u32, h: u32, color: image::ExtendedColorType, pixels: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::save_buffer_with_format(path, pixels, w, h, color, image::ImageFormat::Png).unwrap();
+}
+
+fn gray_png(path: &Path, w: u32, h: u32, salt: usize) -> Vec<u8> {
+    let pixels = pattern((w * h) as usize, salt);
+    save_png(path, w, h, image::ExtendedColorType::L8, &pixels);
+    pixels
+}
+
+#[test]
+fn idx_images_and_labels_round_trip_raw_and_gzipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pixels = pattern(3 * 2 * 4, 0);
+    let images = idx(3, &[3, 2, 4], &pixels);
+    let labels = idx(1, &[3], &[2, 0, 2]);
+    write(&d.join("raw-images"), &images);
+    write(&d.join("raw-labels"), &labels);
+    write(&d.join("images.gz"), &gz(&images));
+    // gzip recognised by its magic, without the extension.
+    write(&d.join("labels-gzipped"), &gz(&labels));
+
+    let raw = ImageSet::open_idx(&d.join("raw-images"), Some(&d.join("raw-labels"))).unwrap();
+    let zipped = ImageSet::open(&d.join("images.gz"), Some(&d.join("labels-gzipped")), false).unwrap();
+    assert_eq!(raw, zipped);
+    assert_eq!((raw.len(), raw.height, raw.width, raw.channels), (3, 2, 4, 1));
+    assert_eq!(raw.image(1), &pixels[8..16]);
+    assert_eq!(raw.labels.as_deref(), Some(&[2, 0, 2][..]));
+    assert_eq!(raw.classes, ["0", "1", "2"], "\"0\" to the largest label");
+
+    let unlabeled = ImageSet::open_idx(&d.join("raw-images"), None).unwrap();
+    assert_eq!((unlabeled.labels.as_ref(), unlabeled.classes.len()), (None, 0));
+
+    let sub = raw.subset(&[2, 0]);
+    assert_eq!((sub.len(), sub.image(0), sub.labels.as_deref()), (2, raw.image(2), Some(&[2, 2][..])));
+
+    let named = raw.clone().with_class_names(vec!["shirt".into(), "shoe".into(), "bag".into()]).unwrap();
+    assert_eq!(named.classes, ["shirt", "shoe", "bag"]);
+    let err = raw.clone().with_class_names(vec!["shirt".into()]).unwrap_err().to_string();
+    assert!(err.contains("1 class names for 3 classes"), "{err}");
+    assert!(raw.with_class_names(vec!["a".into(), "b".into(), "a".into()]).is_err(), "duplicates");
+    assert!(unlabeled.with_class_names(vec!["a".into()]).is_err(), "unlabeled");
+}
+
+#[test]
+fn malformed_idx_files_are_errors_naming_the_file_and_byte_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let open = |images: &str, labels: Option<&str>| {
+        ImageSet::open_idx(&d.join(images), labels.map(|l| d.join(l)).as_deref()).unwrap_err().to_string()
+    };
+    write(&d.join("truncated-idx3"), &idx(3, &[3, 2, 4], &pattern(20, 0)));
+    let err = open("truncated-idx3", None);
+    assert!(err.contains("truncated-idx3") && err.contains("3×2×4 = 24 bytes") && err.contains("holds 20 (truncated)"), "{err}");
+
+    write(&d.join("long-idx3"), &idx(3, &[3, 2, 4], &pattern(26, 0)));
+    let err = open("long-idx3", None);
+    assert!(err.contains("long-idx3") && err.contains("holds 26 (2 trailing bytes)"), "{err}");
+
+    // A truncated gzip stream is named too.
+    let zipped = gz(&idx(3, &[3, 2, 4], &pattern(24, 0)));
+    write(&d.join("cut.gz"), &zipped[..zipped.len() / 2]);
+    let err = open("cut.gz", None);
+    assert!(err.contains("cut.gz") && err.contains("gzip"), "{err}");
+
+    write(&d.join("images"), &idx(3, &[3, 2, 4], &pattern(24, 0)));
+    write(&d.join("labels"), &idx(1, &[2], &[0, 1]));
+    let err = open("labels", None);
+    assert!(err.contains("labels") && err.contains("magic 0x00000801, expected 0x00000803"), "{err}");
+    let mut floats = idx(3, &[3, 2, 4], &pattern(24, 0));
+    floats[2] = 0x0d;
+    write(&d.join("floats"), &floats);
+    let err = open("floats", None);
+    assert!(err.contains("floats") && err.contains("element type 0x0d"), "{err}");
+    write(&d.join("short"), &[0, 0]);
+    assert!(open("short", None).contains("too short"));
+
+    let err = open("images", Some("labels"));
+    assert!(err.contains("labels: holds 2 labels but") && err.contains("holds 3 images"), "{err}");
+
+    write(&d.join("none"), &idx(3, &[0, 28, 28], &[]));
+    let err = open("none", None);
+    assert!(err.contains("none") && err.contains("no images"), "{err}");
+
+    let err = ImageSet::open(&d.join("missing"), None, false).unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn image_folders_with_class_subfolders_are_labeled_in_sorted_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("classes");
+    let zebra = gray_png(&root.join("zebra/1.png"), 4, 3, 1);
+    let ant = gray_png(&root.join("ant/2.PNG"), 4, 3, 2);
+    let nested = gray_png(&root.join("ant/deeper/3.png"), 4, 3, 3);
+    gray_png(&root.join(".hidden/4.png"), 9, 9, 4);
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    write(&root.join("README.txt"), b"not an image");
+
+    let set = ImageSet::open(&root, None, false).unwrap();
+    assert_eq!(set.classes, ["ant", "zebra"], "sorted; the empty and hidden folders are no classes");
+    assert_eq!(set.labels.as_deref(), Some(&[0, 0, 1][..]));
+    assert_eq!((set.len(), set.height, set.width, set.channels), (3, 3, 4, 1));
+    assert_eq!([set.image(0), set.image(1), set.image(2)], [&ant[..], &nested[..], &zebra[..]], "sorted paths, PNG lossless");
+    assert!(set.skipped.is_empty());
+
+    // Loose images: one unlabeled set, sub-folders included; JPEG decodes too.
+    let loose = dir.path().join("loose");
+    gray_png(&loose.join("a.png"), 4, 3, 5);
+    std::fs::create_dir_all(loose.join("sub")).unwrap();
+    image::save_buffer_with_format(loose.join("sub/b.JPG"), &pattern(12, 6), 4, 3, image::ExtendedColorType::L8, image::ImageFormat::Jpeg).unwrap();
+    let set = ImageSet::open_folder(&loose, false).unwrap();
+    assert_eq!((set.len(), set.labels.as_ref(), set.classes.len(), set.channels), (2, None, 0, 1));
+
+    let err = ImageSet::open(&loose, Some(&dir.path().join("labels")), false).unwrap_err().to_string();
+    assert!(err.contains("applies only to IDX"), "{err}");
+}
+
+#[test]
+fn mixed_sizes_or_channels_are_errors_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    gray_png(&d.join("sizes/a.png"), 32, 32, 0);
+    gray_png(&d.join("sizes/b.png"), 28, 28, 0);
+    let err = ImageSet::open_folder(&d.join("sizes"), false).unwrap_err().to_string();
+    assert!(err.contains("a.png is 32×32 but") && err.contains("b.png is 28×28"), "{err}");
+
+    gray_png(&d.join("channels/a.png"), 4, 4, 0);
+    save_png(&d.join("channels/b.png"), 4, 4, image::ExtendedColorType::Rgb8, &pattern(48, 0));
+    let err = ImageSet::open_folder(&d.join("channels"), false).unwrap_err().to_string();
+    assert!(err.contains("a.png has 1 channel (grayscale)") && err.contains("b.png has 3 channels"), "{err}");
+}
+
+#[test]
+fn a_corrupt_image_is_an_error_or_a_counted_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("set");
+    let good = gray_png(&d.join("a.png"), 8, 8, 0);
+    gray_png(&d.join("b.png"), 8, 8, 1);
+    let bytes = std::fs::read(d.join("b.png")).unwrap();
+    write(&d.join("b.png"), &bytes[..bytes.len() / 2]);
+    write(&d.join("c.jpg"), b"not a jpeg at all");
+
+    let err = ImageSet::open_folder(&d, false).unwrap_err().to_string();
+    assert!(err.contains("b.png: cannot decode image") && err.contains("skip_corrupt"), "the first bad file in sorted order: {err}");
+
+    let set = ImageSet::open_folder(&d, true).unwrap();
+    assert_eq!((set.len(), set.image(0)), (1, &good[..]));
+    assert_eq!(set.skipped.len(), 2);
+    assert!(set.skipped[0].contains("b.png: ") && set.skipped[1].contains("c.jpg: "), "{:?}", set.skipped);
+
+    std::fs::remove_file(d.join("a.png")).unwrap();
+    let err = ImageSet::open_folder(&d, true).unwrap_err().to_string();
+    assert!(err.contains("none of the 2 images could be decoded"), "{err}");
+}
+
+#[test]
+fn empty_and_missing_folders_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("empty/class")).unwrap();
+    write(&d.join("empty/notes.txt"), b"no images here");
+    let err = ImageSet::open_folder(&d.join("empty"), false).unwrap_err().to_string();
+    assert!(err.contains("empty") && err.contains("no images found"), "{err}");
+    let err = ImageSet::open_folder(&d.join("nowhere"), false).unwrap_err().to_string();
+    assert!(err.contains("nowhere: does not exist"), "{err}");
+}
+
+#[test]
+fn alpha_channels_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rgba = pattern(4 * 3 * 4, 0);
+    save_png(&dir.path().join("rgba/a.png"), 4, 3, image::ExtendedColorType::Rgba8, &rgba);
+    let set = ImageSet::open_folder(&dir.path().join("rgba"), false).unwrap();
+    assert_eq!(set.channels, 3);
+    let rgb: Vec<u8> = rgba.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    assert_eq!(set.image(0), &rgb[..]);
+
+    let la = pattern(4 * 3 * 2, 1);
+    save_png(&dir.path().join("la/a.png"), 4, 3, image::ExtendedColorType::La8, &la);
+    let set = ImageSet::open_folder(&dir.path().join("la"), false).unwrap();
+    assert_eq!(set.channels, 1);
+    assert_eq!(set.image(0), &la.iter().step_by(2).copied().collect::<Vec<_>>()[..]);
+}
+
+// ---- augmentation and image batches ----
+
+const MEAN: [f32; 3] = [0.5, 0.4, 0.3];
+const STD: [f32; 3] = [0.25, 0.2, 0.3];
+
+fn rgb_set(n: usize, h: usize, w: usize) -> ImageSet {
+    let pixels: Vec<u8> = (0..n).flat_map(|i| pattern(h * w * 3, i)).collect();
+    ImageSet::from_raw(h, w, 3, pixels, Some((0..n as u32).collect())).unwrap()
+}
+
+fn augmented(aug: &Augment, set: &ImageSet, i: usize, seed: u64) -> Vec<f32> {
+    let mut out = vec![0.0; aug.view_len(set.channels)];
+    aug.apply(set.image(i), set.height, set.width, set.channels, &mut StdRng::seed_from_u64(seed), &mut out);
+    out
+}
+
+/// `(x / 255 - mean) / std` of image `i`, CHW: what the eval transform must produce.
+fn normalized(set: &ImageSet, i: usize) -> Vec<f32> {
+    let (c, plane) = (set.channels, set.height * set.width);
+    let image = set.image(i);
+    (0..c * plane).map(|j| (f32::from(image[(j % plane) * c + j / plane]) / 255.0 - MEAN[j / plane]) / STD[j / plane]).collect()
+}
+
+#[test]
+fn eval_augment_only_normalizes_and_hflip_mirrors() {
+    let set = rgb_set(2, 5, 7);
+    let eval = Augment::eval((5, 7), MEAN.to_vec(), STD.to_vec());
+    assert_eq!(augmented(&eval, &set, 1, 0), normalized(&set, 1), "exactly, bit for bit");
+
+    let flip = Augment { hflip: 1.0, ..eval.clone() };
+    let (plain, mirrored) = (augmented(&eval, &set, 1, 3), augmented(&flip, &set, 1, 3));
+    for row in 0..3 * 5 {
+        let (a, b) = (&plain[row * 7..(row + 1) * 7], &mirrored[row * 7..(row + 1) * 7]);
+        assert_eq!(a.iter().rev().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
+    }
+    assert_ne!(plain, mirrored);
+}
+
+#[test]
+fn a_full_square_crop_is_a_plain_resize() {
+    let set = rgb_set(1, 12, 12);
+    let resize = Augment::eval((5, 5), MEAN.to_vec(), STD.to_vec());
+    let crop = Augment { crop: Some(CropSpec { scale: (1.0, 1.0), ratio: (1.0, 1.0) }), ..resize.clone() };
+    for seed in 0..5 {
+        assert_eq!(augmented(&crop, &set, 0, seed), augmented(&resize, &set, 0, 0));
+    }
+    // Resizing a constant image keeps it constant (the filter weights sum to one).
+    let flat = ImageSet::from_raw(12, 12, 3, vec![200; 12 * 12 * 3], None).unwrap();
+    let out = augmented(&resize, &flat, 0, 0);
+    for (j, v) in out.iter().enumerate() {
+        let c = j / 25;
+        assert!((v - (200.0 / 255.0 - MEAN[c]) / STD[c]).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn simclr_views_are_seeded_finite_and_in_range() {
+    for (channels, size) in [(3, 64), (1, 32)] {
+        let pixels = pattern(2 * 80 * 80 * channels, channels);
+        let set = ImageSet::from_raw(80, 80, channels, pixels, None).unwrap();
+        let aug = Augment::simclr((size, size), channels, vec![0.5; channels], vec![0.5; channels]);
+        assert_eq!(aug.blur.is_some(), size >= 64, "SimCLR's CIFAR variant has no blur");
+        assert_eq!((aug.grayscale > 0.0, aug.jitter.unwrap().hue > 0.0), (channels == 3, channels == 3));
+        aug.validate(channels).unwrap();
+        let view = augmented(&aug, &set, 0, 9);
+        assert_eq!(view.len(), channels * size * size);
+        assert_eq!(view, augmented(&aug, &set, 0, 9), "same seed, same view");
+        assert_ne!(view, augmented(&aug, &set, 0, 10));
+        for seed in 0..50 {
+            let v = augmented(&aug, &set, 1, seed);
+            assert!(v.iter().all(|x| x.is_finite() && (-1.0 - 1e-5..=1.0 + 1e-5).contains(x)), "[0, 1] normalized by 0.5/0.5");
+        }
+    }
+    // Every step at once, with certainty, on a colour image: still in range.
+    let set = rgb_set(1, 40, 30);
+    let all = Augment {
+        size: (24, 24),
+        crop: Some(CropSpec::default()),
+        hflip: 1.0,
+        jitter: Some(JitterSpec { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.5, p: 1.0 }),
+        grayscale: 1.0,
+        blur: Some(BlurSpec { p: 1.0, sigma: (0.1, 2.0) }),
+        solarize: 1.0,
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    let v = augmented(&all, &set, 0, 1);
+    assert!(v.iter().all(|x| (0.0..=0.5).contains(x)), "solarized [0, 1] values");
+    assert_eq!(&v[..576], &v[576..1152], "grayscale replicates one plane");
+}
+
+#[test]
+fn invalid_augmentations_are_rejected_and_configs_round_trip() {
+    let eval = Augment::eval((8, 8), MEAN.to_vec(), STD.to_vec());
+    assert!(eval.validate(3).is_ok());
+    let err = eval.validate(1).unwrap_err().to_string();
+    assert!(err.contains("one value per channel (1)"), "{err}");
+    assert!(Augment { hflip: 1.5, ..eval.clone() }.validate(3).unwrap_err().to_string().contains("hflip = 1.5"));
+    assert!(Augment { std: vec![1.0, 0.0, 1.0], ..eval.clone() }.validate(3).is_err());
+    assert!(Augment { crop: Some(CropSpec { scale: (0.9, 0.1), ratio: (1.0, 1.0) }), ..eval.clone() }.validate(3).is_err());
+    assert!(Augment { size: (0, 8), ..eval.clone() }.validate(3).is_err());
+
+    let simclr = Augment::simclr((96, 96), 3, MEAN.to_vec(), STD.to_vec());
+    let json = serde_json::to_string(&simclr).unwrap();
+    assert_eq!(serde_json::from_str::<Augment>(&json).unwrap(), simclr);
+    let minimal: Augment = serde_json::from_str(r#"{"size": [8, 8], "mean": [0.5], "std": [0.5], "crop": {}}"#).unwrap();
+    assert_eq!((minimal.crop, minimal.hflip, minimal.jitter), (Some(CropSpec::default()), 0.0, None));
+    assert!(serde_json::from_str::<Augment>(r#"{"size": [8, 8], "mean": [0.5], "std": [0.5], "flip": 0.5}"#).is_err(), "unknown field");
+}
+
+#[test]
+fn image_batches_are_pure_functions_of_k_and_view_major() {
+    let set = Arc::new(rgb_set(10, 8, 8));
+    let simclr = Augment::simclr((8, 8), 3, MEAN.to_vec(), STD.to_vec());
+    let stream = || ImageBatches::new(set.clone(), (0..8).collect(), simclr.clone(), 2, 3, 5).unwrap();
+    let (mut a, mut b) = (stream(), stream());
+    assert_eq!(a.steps_per_epoch(), 2, "8 images in batches of 3: the last incomplete batch is dropped");
+    let first = a.train_batch(0);
+    let later = a.train_batch(4);
+    assert_eq!(later, b.train_batch(4), "independent of the call history");
+    assert_eq!(first, b.train_batch(0));
+    assert_ne!(first, a.train_batch(1));
+    assert_eq!((first.batch_size, first.views, first.channels, first.height, first.width), (3, 2, 3, 8, 8));
+    assert_eq!(first.pixels.len(), 2 * 3 * first.view_len());
+    assert_eq!(first.labels.len(), 3);
+    // Within an epoch no image repeats (labels are image indices here).
+    let epoch: Vec<u32> = [a.train_batch(2).labels, a.train_batch(3).labels].concat();
+    let mut seen = epoch.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 6, "{epoch:?}");
+    assert!(seen.iter().all(|&i| i < 8), "training indices only");
+
+    let vl = first.view_len();
+    let view = |batch: &autodidact_core::batch::ImageBatch, v: usize, i: usize| batch.pixels[(v * batch.batch_size + i) * vl..][..vl].to_vec();
+    for i in 0..3 {
+        assert_ne!(view(&first, 0, i), view(&first, 1, i), "two SimCLR views of image {i} differ");
+    }
+
+    // Under the eval transform the views match and sit where the layout says.
+    let eval = Augment::eval((8, 8), MEAN.to_vec(), STD.to_vec());
+    let batch = ImageBatches::new(set.clone(), (0..8).collect(), eval.clone(), 2, 3, 5).unwrap().train_batch(7);
+    for i in 0..3 {
+        let expected = normalized(&set, batch.labels[i] as usize);
+        assert_eq!((view(&batch, 0, i), view(&batch, 1, i)), (expected.clone(), expected));
+    }
+
+    // Evaluation batches: fixed, from the evaluation indices, as many views as training.
+    let with_eval = stream().with_eval(vec![8, 9, 3, 4], simclr.clone(), 1).unwrap();
+    let evals = with_eval.eval_batches();
+    assert_eq!(evals, with_eval.eval_batches());
+    assert_eq!((evals.len(), evals[0].views, evals[0].labels.as_slice()), (1, 2, &[8, 9, 3][..]));
+    assert!(stream().eval_batches().is_empty());
+
+    assert!(ImageBatches::new(set.clone(), vec![0, 1], simclr.clone(), 2, 3, 5).unwrap_err().to_string().contains("fewer than one batch"));
+    assert!(ImageBatches::new(set.clone(), vec![0, 1, 10], simclr.clone(), 2, 3, 5).unwrap_err().to_string().contains("index 10"));
+    let gray = Augment::simclr((8, 8), 1, vec![0.5], vec![0.5]);
+    assert!(ImageBatches::new(set, (0..8).collect(), gray, 2, 3, 5).is_err(), "1-channel normalization for RGB images");
+}
+
+#[test]
+fn labeled_batches_and_channel_statistics() {
+    let set = rgb_set(10, 6, 6);
+    let eval = Augment::eval((6, 6), MEAN.to_vec(), STD.to_vec());
+    let indices: Vec<usize> = (0..10).rev().collect();
+    let batches = labeled_batches(&set, &indices, &eval, 4).unwrap();
+    assert_eq!(batches.iter().map(|b| (b.batch_size, b.views)).collect::<Vec<_>>(), [(4, 1), (4, 1), (2, 1)]);
+    assert_eq!(batches[2].labels, [1, 0]);
+    assert_eq!(batches[0].pixels[..batches[0].view_len()], normalized(&set, 9)[..]);
+
+    // Half the pixels 0, half 255: mean 0.5, std 0.5; a constant channel gets std 1.
+    let pixels: Vec<u8> = (0..2 * 4 * 4).flat_map(|i| [if i % 2 == 0 { 0 } else { 255 }, 51, 255]).collect();
+    let set = ImageSet::from_raw(4, 4, 3, pixels, None).unwrap();
+    let (mean, std) = channel_stats(&set, 100);
+    assert!((mean[0] - 0.5).abs() < 1e-6 && (mean[1] - 0.2).abs() < 1e-6 && (mean[2] - 1.0).abs() < 1e-6, "{mean:?}");
+    assert!((std[0] - 0.5).abs() < 1e-6 && std[1] == 1.0 && std[2] == 1.0, "{std:?}");
 }
