@@ -1,4 +1,5 @@
-//! Encoders and heads: a BERT-style transformer and its masked-language-model head.
+//! Encoders and heads: a BERT-style transformer and its masked-language-model head; a small
+//! ResNet and a ViT for images, with the MAE decoder and the projection heads of contrastive methods.
 //!
 //! Models are burn modules with `Config::init(device)` constructors and typed inputs; they
 //! know nothing of losses or training. Depends only on burn.
@@ -6,6 +7,10 @@
 
 pub mod bert;
 pub mod error;
+pub mod heads;
 pub mod hf;
+pub mod mae;
+pub mod resnet;
+pub mod vit;
 
 pub use error::ModelError;

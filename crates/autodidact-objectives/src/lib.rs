@@ -5,7 +5,10 @@
 //! concrete objectives here.
 #![warn(missing_docs)]
 
-pub mod losses;
-pub mod mlm;
 pub mod classify;
+pub mod image;
+pub mod losses;
+pub mod mae;
+pub mod mlm;
+pub mod simclr;
 pub mod simcse;

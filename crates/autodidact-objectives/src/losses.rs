@@ -57,3 +57,55 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-8); // (rows, 1)
     x / norm
 }
+
+/// NT-Xent, SimCLR's normalized temperature-scaled cross-entropy (Chen et al. 2020, eq. 1):
+/// each of the `2N` views must pick its partner (row `i` of `z1` ↔ row `i` of `z2`) among the
+/// other `2N − 1` views of the batch by cosine similarity over `temperature`, so every anchor
+/// has `2N − 2` negatives; the loss is the mean over all `2N` anchors. Returns the loss and
+/// the similarity logits with the self-similarities masked out (for retrieval accuracy;
+/// their labels are [`nt_xent_labels`]).
+///
+/// # Shapes
+/// - `z1`, `z2`: `[N, dim]`
+/// - output: loss `[1]`, logits `[2N, 2N]`
+pub fn nt_xent(z1: Tensor<2>, z2: Tensor<2>, temperature: f64) -> (Tensor<1>, Tensor<2>) {
+    let [n, _] = z1.dims();
+    let device = z1.device();
+    let z = l2_normalize(Tensor::cat(vec![z1, z2], 0)); // (2N, D)
+    let self_mask = Tensor::<2, Int>::eye(2 * n, &device).bool();
+    // A large finite negative rather than -inf keeps the backward pass free of NaNs.
+    let logits = (z.clone().matmul(z.transpose()) / temperature).mask_fill(self_mask, -1e9); // (2N, 2N)
+    (cross_entropy(logits.clone(), nt_xent_labels(n, &device), 0.0), logits)
+}
+
+/// The partner of each of the `2N` views in [`nt_xent`]'s logits: `i ↦ i + N`, `i + N ↦ i`.
+///
+/// # Shapes
+/// - output: `[2N]`
+pub fn nt_xent_labels(n: usize, device: &burn::tensor::Device) -> Tensor<1, Int> {
+    let n = n as i64;
+    Tensor::<1, Int>::arange(0..2 * n, device).add_scalar(n).remainder_scalar(2 * n)
+}
+
+/// MAE's reconstruction loss (He et al. 2021, §3 and the official `forward_loss` with
+/// `norm_pix_loss=True`): mean squared error between predicted and true pixels, the targets
+/// normalized per patch by their mean and (unbiased) variance when `norm_pix`, averaged over
+/// the pixels of a patch and then over the masked patches only.
+///
+/// # Shapes
+/// - `pred`, `target`: `[batch, patches, patch_dim]` (target from `vit::patchify`)
+/// - `mask`: `[batch, patches]`, 1 for masked patches
+/// - output: `[1]`
+pub fn mae_loss(pred: Tensor<3>, target: Tensor<3>, mask: Tensor<2>, norm_pix: bool) -> Tensor<1> {
+    let [b, l, p] = target.dims();
+    let target = if norm_pix {
+        let mean = target.clone().mean_dim(2); // (B, L, 1)
+        let centered = target - mean;
+        let var = centered.clone().square().sum_dim(2) / (p.max(2) - 1) as f64;
+        centered / (var + 1e-6).sqrt()
+    } else {
+        target
+    };
+    let per_patch = (pred - target).square().mean_dim(2).reshape([b, l]); // (B, L)
+    (per_patch * mask.clone()).sum() / mask.sum()
+}

@@ -3,12 +3,18 @@
 #[path = "../../autodidact-models/tests/support/hf_fixture.rs"]
 mod hf_fixture;
 
-use autodidact_core::batch::{ClassificationBatch, MlmBatch};
+use autodidact_core::batch::{ClassificationBatch, ImageBatch, MlmBatch};
 use autodidact_core::objective::Objective;
 use autodidact_models::bert::{BertConfig, Pooling};
 use autodidact_objectives::classify::SequenceClassifier;
 use autodidact_objectives::simcse::SimCse;
-use autodidact_objectives::losses::{correct_count, cross_entropy, info_nce};
+use autodidact_models::heads::{ImageEncoderConfig, ProjectionHead};
+use autodidact_models::mae::{Mae, MaeDecoderConfig, PatchMask};
+use autodidact_models::resnet::ResNetConfig;
+use autodidact_models::vit::{VitConfig, patchify};
+use autodidact_objectives::losses::{correct_count, cross_entropy, info_nce, mae_loss, nt_xent};
+use autodidact_objectives::mae::MaskedAutoencoder;
+use autodidact_objectives::simclr::SimClr;
 use autodidact_objectives::mlm::Mlm;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -315,4 +321,127 @@ fn mlm_loss_on_a_transformers_checkpoint_matches_transformers() {
     let loss = scalar(Mlm::from_model(model, 0.0).forward(&batch, &device()).loss);
     eprintln!("MLM loss: ours {loss}, transformers {}", fx.loss);
     assert!((loss - f64::from(fx.loss)).abs() < 1e-4, "ours {loss}, transformers {}", fx.loss);
+}
+
+/// NT-Xent inputs of `scripts/golden/nt_xent.py` (torch 2.15.0):
+///
+/// ```python
+/// z1 = [[sin(0.3 i + 0.7 j)]], z2 = [[cos(0.5 i - 0.2 j) + 0.1 j]], i < 4, j < 3
+/// z = F.normalize(torch.cat([z1, z2]));  sim = z @ z.T / tau;  sim.fill_diagonal_(-inf)
+/// F.cross_entropy(sim, torch.cat([torch.arange(4, 8), torch.arange(0, 4)]))
+/// # tau=0.5: 2.03157163   tau=0.1: 2.46761131
+/// ```
+#[test]
+fn nt_xent_matches_pytorch() {
+    let z1 = logits(4, 3, |i, j| (0.3 * i as f64 + 0.7 * j as f64).sin());
+    let z2 = logits(4, 3, |i, j| (0.5 * i as f64 - 0.2 * j as f64).cos() + 0.1 * j as f64);
+    assert_close(scalar(nt_xent(z1.clone(), z2.clone(), 0.5).0), 2.031_571_63);
+    assert_close(scalar(nt_xent(z1, z2, 0.1).0), 2.467_611_31);
+}
+
+/// Analytic case: both views identical and the images' embeddings mutually orthogonal, so
+/// each anchor's partner has similarity 1 and its `2N − 2` negatives 0:
+/// `-ln(e^{1/τ} / (e^{1/τ} + 2N − 2))`. SimCSE's form would count only `N − 1` negatives.
+#[test]
+fn nt_xent_of_identical_orthogonal_views_is_analytic() {
+    let (n, tau) = (4usize, 0.5f64);
+    let z = logits(n, n, |i, j| if i == j { 2.0 + i as f64 } else { 0.0 });
+    let expected = -((1.0 / tau).exp() / ((1.0 / tau).exp() + (2 * n - 2) as f64)).ln();
+    assert_close(scalar(nt_xent(z.clone(), z, tau).0), expected);
+}
+
+fn mae_images(n: usize, c: usize) -> Tensor<4> {
+    let v: Vec<f32> = (0..n * c * 16).map(|k| ((0.37 * k as f64 + 0.5).sin() * 2.0 + 0.25) as f32).collect();
+    Tensor::from_data(TensorData::new(v, [n, c, 4, 4]), &device())
+}
+
+fn mae_pred(n: usize, dim: usize) -> Tensor<3> {
+    let v: Vec<f32> = (0..n * 4 * dim).map(|k| (0.23 * k as f64 - 0.4).cos() as f32).collect();
+    Tensor::from_data(TensorData::new(v, [n, 4, dim]), &device())
+}
+
+fn mask(v: &[f32], n: usize) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [n, v.len() / n]), &device())
+}
+
+/// MAE loss of `scripts/golden/mae_loss.py` (the official `patchify` and `forward_loss`,
+/// torch 2.15.0), 4×4 images, patch 2:
+///
+/// ```python
+/// imgs.flat[k] = sin(0.37 k + 0.5) * 2 + 0.25;  pred.flat[k] = cos(0.23 k - 0.4)
+/// # case A: N=2, C=1, mask [[1,0,1,0],[0,1,1,1]]: norm_pix 1.31035578, raw 2.69290018
+/// # case B: N=1, C=3, mask [[0,1,0,1]]:            norm_pix 1.62460113, raw 3.05693078
+/// ```
+/// Case B has three channels, so it also pins the channel-last patch order.
+#[test]
+fn mae_loss_matches_pytorch() {
+    let a = (patchify(mae_images(2, 1), 2), mae_pred(2, 4), mask(&[1., 0., 1., 0., 0., 1., 1., 1.], 2));
+    assert_close(scalar(mae_loss(a.1.clone(), a.0.clone(), a.2.clone(), true)), 1.310_355_78);
+    assert_close(scalar(mae_loss(a.1, a.0, a.2, false)), 2.692_900_18);
+    let b = (patchify(mae_images(1, 3), 2), mae_pred(1, 12), mask(&[0., 1., 0., 1.], 1));
+    assert_close(scalar(mae_loss(b.1.clone(), b.0.clone(), b.2.clone(), true)), 1.624_601_13);
+    assert_close(scalar(mae_loss(b.1, b.0, b.2, false)), 3.056_930_78);
+}
+
+/// Oracle: a perfect prediction of the (normalized) targets has zero loss, and unmasked
+/// patches do not count however wrong they are.
+#[test]
+fn mae_loss_reads_only_masked_patches() {
+    let target = patchify(mae_images(1, 1), 2);
+    let [_, l, p] = target.dims();
+    let mean = target.clone().mean_dim(2);
+    let centered = target.clone() - mean;
+    let normalized = centered.clone() / ((centered.square().sum_dim(2) / (p - 1) as f64) + 1e-6).sqrt();
+    let wrong_visible = normalized.clone() + mask(&[0., 100., 0., 100.], 1).reshape([1, l, 1]);
+    assert!(scalar(mae_loss(wrong_visible, target, mask(&[1., 0., 1., 0.], 1), true)) < 1e-10);
+}
+
+#[test]
+fn patch_mask_hides_the_requested_fraction() {
+    let device = device();
+    device.seed(3);
+    let m = PatchMask::random(3, 16, 0.75, &device);
+    let hidden = m.mask.clone().sum_dim(1).into_data().try_into_vec::<f32>().unwrap_or_default();
+    assert_eq!(hidden, vec![12.0; 3]);
+    // The kept patches are exactly the unmasked ones.
+    let kept = m.mask.gather(1, m.keep).sum();
+    assert_eq!(scalar(kept), 0.0);
+}
+
+fn tiny_resnet() -> ImageEncoderConfig {
+    ImageEncoderConfig::Resnet(ResNetConfig { in_channels: 1, width: 4, blocks: vec![1, 1] })
+}
+
+/// Two views of four 8×8 images: view 1 is view 0 with a little deterministic noise, so a
+/// fresh encoder already pairs them somewhat but must learn to separate the images.
+fn tiny_views(n: usize, c: usize, side: usize) -> ImageBatch {
+    let len = c * side * side;
+    let base: Vec<f32> = (0..n * len).map(|k| ((k * 7919) % 23) as f32 / 23.0 - 0.5).collect();
+    let noisy: Vec<f32> = base.iter().enumerate().map(|(k, v)| v + 0.05 * ((k as f32) * 1.3).sin()).collect();
+    ImageBatch { batch_size: n, views: 2, channels: c, height: side, width: side, pixels: [base, noisy].concat(), labels: Vec::new() }
+}
+
+#[test]
+fn simclr_objective_loss_is_finite_and_falls() {
+    let device = device().autodiff();
+    device.seed(5);
+    let encoder = tiny_resnet();
+    let head = ProjectionHead::new(encoder.feature_dim(), 16, 8, &device);
+    let simclr = SimClr::new(encoder.init(&device).expect("valid config"), head, 0.5);
+    let (first, last) = objective_contract(simclr, &tiny_views(4, 1, 8), 1e-2, 60);
+    // A fresh encoder is near chance among the 2N − 1 = 7 candidates.
+    assert!(first > 0.5 * 7f64.ln(), "{first} {last}");
+}
+
+#[test]
+fn mae_objective_loss_is_finite_and_falls() {
+    let device = device().autodiff();
+    device.seed(6);
+    let vit = VitConfig { image_size: 8, patch_size: 2, in_channels: 1, dim: 16, depth: 1, heads: 2, mlp_ratio: 2 };
+    let decoder = MaeDecoderConfig { dim: 8, depth: 1, heads: 2 };
+    let mae = MaskedAutoencoder::new(Mae::init(&vit, &decoder, &device).expect("valid config"), 0.75, false);
+    // The same smooth image four times: masked patches are predictable from their position.
+    let image: Vec<f32> = (0..64).map(|k| ((k % 8) as f32 * 0.4).sin() + ((k / 8) as f32 * 0.3).cos()).collect();
+    let batch = ImageBatch { batch_size: 4, views: 1, channels: 1, height: 8, width: 8, pixels: image.repeat(4), labels: Vec::new() };
+    objective_contract(mae, &batch, 1e-2, 80);
 }
