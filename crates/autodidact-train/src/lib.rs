@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod metrics;
 pub mod params;
+pub mod probe;
 pub mod schedule;
 pub mod trainer;
 

@@ -358,6 +358,9 @@ fn recv<B>(rx: &Receiver<B>, k: u64) -> Result<B> {
 /// Returns `eval_loss` (target-weighted mean), `eval_<metric>` for each metric (a mean over
 /// targets) and the objective's derived figures (e.g. `eval_perplexity`).
 pub fn evaluate<O: Objective>(objective: &O, batches: &[O::Batch], inner: &Device) -> BTreeMap<String, f64> {
+    // Randomness inside an objective (MAE's patch masks) is the same at every evaluation;
+    // training steps reseed the device themselves.
+    inner.seed(derive_seed(0, Stream::Eval, 0));
     let model = objective.valid();
     let mut loss = 0.0;
     let mut targets = 0usize;
