@@ -8,6 +8,7 @@ use autodidact_data::labeled::LabeledFormat;
 use autodidact_data::source::TextFormat;
 use autodidact_data::tokenizer::TokenizerKind;
 use autodidact_models::bert::{BertConfig, Pooling};
+use autodidact_models::heads::ImageEncoderConfig;
 use autodidact_train::schedule::{Decay, LrSchedule};
 use autodidact_train::trainer::{AdamWSettings, EarlyStopping, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -680,5 +681,263 @@ impl FinetuneConfig {
         c.hidden_dropout_prob = m.hidden_dropout_prob.unwrap_or(frozen(c.hidden_dropout_prob));
         c.attention_probs_dropout_prob = m.attention_probs_dropout_prob.unwrap_or(frozen(c.attention_probs_dropout_prob));
         Ok(c)
+    }
+}
+
+/// A `pretrain` config for images (`objective.type = "simclr"` or `"mae"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionConfig {
+    /// Run identity and placement.
+    pub run: RunSection,
+    /// Images.
+    pub data: ImageDataSection,
+    /// View generation (default: the objective's recipe).
+    #[serde(default)]
+    pub augment: AugmentSection,
+    /// Encoder (`arch = "resnet"` or `"vit"`); `in_channels` and ViT `image_size` come from
+    /// the data when left out.
+    pub model: ImageEncoderConfig,
+    /// Objective.
+    pub objective: VisionObjective,
+    /// Optimization and logging.
+    pub train: TrainSection,
+    /// Frozen-feature evaluation (kNN, linear probe) on the labeled test set.
+    #[serde(default)]
+    pub eval: FrozenEvalSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDataSection {
+    /// Training images: an IDX file (raw or .gz) or a folder of PNG/JPEG images (class
+    /// sub-folders give labels); relative to the config file. Labels are never used for
+    /// pretraining, only for evaluation.
+    pub path: PathBuf,
+    /// IDX labels of `path` (optional).
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// Labeled test images for kNN / linear-probe evaluation (IDX file or class folders).
+    #[serde(default)]
+    pub test_path: Option<PathBuf>,
+    /// IDX labels of `test_path`.
+    #[serde(default)]
+    pub test_labels: Option<PathBuf>,
+    /// Fraction of the training images held out for the evaluation loss.
+    #[serde(default = "default_heldout")]
+    pub heldout_fraction: f64,
+    /// Skip corrupt image files (counted in the summary) instead of failing.
+    #[serde(default)]
+    pub skip_corrupt: bool,
+    /// Use only the first N training (and test) images: smoke tests and quick trials.
+    #[serde(default)]
+    pub max_images: Option<usize>,
+}
+
+/// Augmentation: a recipe plus overrides of its fields (`autodidact_data::augment::Augment`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSection {
+    /// `simclr` (SimCLR's recipe, the default for SimCLR), `mae` (random resized crop with
+    /// scale 0.2–1 and flips, MAE's recipe and its default) or `none` (normalize only).
+    #[serde(default)]
+    pub preset: Option<AugmentPreset>,
+    /// Output view size (height, width); default: the images' size.
+    #[serde(default)]
+    pub size: Option<(usize, usize)>,
+    /// Random-resized-crop scale range.
+    #[serde(default)]
+    pub crop_scale: Option<(f32, f32)>,
+    /// Horizontal flip probability.
+    #[serde(default)]
+    pub hflip: Option<f32>,
+    /// Colour jitter (`brightness`, `contrast`, `saturation`, `hue`, `p`).
+    #[serde(default)]
+    pub jitter: Option<autodidact_data::augment::JitterSpec>,
+    /// Random grayscale probability (RGB only).
+    #[serde(default)]
+    pub grayscale: Option<f32>,
+    /// Gaussian blur (`p`, `sigma`).
+    #[serde(default)]
+    pub blur: Option<autodidact_data::augment::BlurSpec>,
+    /// Solarization probability.
+    #[serde(default)]
+    pub solarize: Option<f32>,
+    /// Per-channel normalization mean in [0, 1] units; default: measured on the training set.
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel normalization std; default: measured on the training set.
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+}
+
+/// Named augmentation recipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AugmentPreset {
+    /// Chen et al. 2020, appendix A.
+    Simclr,
+    /// He et al. 2021: random resized crop (0.2–1) and horizontal flip.
+    Mae,
+    /// Normalization only.
+    None,
+}
+
+/// The image objective: `[objective] type = "simclr" | "mae"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum VisionObjective {
+    /// SimCLR (Chen et al. 2020).
+    Simclr(SimClrSection),
+    /// Masked autoencoder (He et al. 2021).
+    Mae(MaeSection),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimClrSection {
+    /// NT-Xent temperature.
+    #[serde(default = "default_simclr_temperature")]
+    pub temperature: f64,
+    /// Hidden width of the projection head (default: the encoder's feature width).
+    #[serde(default)]
+    pub projection_hidden: Option<usize>,
+    /// Output width of the projection head.
+    #[serde(default = "default_projection_dim")]
+    pub projection_dim: usize,
+}
+
+fn default_simclr_temperature() -> f64 {
+    0.5
+}
+fn default_projection_dim() -> usize {
+    128
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaeSection {
+    /// Fraction of patches hidden from the encoder.
+    #[serde(default = "default_mae_ratio")]
+    pub mask_ratio: f64,
+    /// Normalize each target patch by its mean and variance.
+    #[serde(default = "yes")]
+    pub norm_pix_loss: bool,
+    /// Decoder width, blocks and heads.
+    pub decoder: autodidact_models::mae::MaeDecoderConfig,
+}
+
+fn default_mae_ratio() -> f64 {
+    0.75
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrozenEvalSection {
+    /// Neighbours of the kNN classifier.
+    #[serde(default = "default_knn_k")]
+    pub knn_k: usize,
+    /// Temperature of the kNN vote weights `exp(sim / T)`.
+    #[serde(default = "default_knn_temperature")]
+    pub knn_temperature: f64,
+    /// L2 penalty of the linear probe.
+    #[serde(default = "default_probe_l2")]
+    pub probe_l2: f64,
+    /// Full-batch iterations of the linear probe.
+    #[serde(default = "default_probe_steps")]
+    pub probe_steps: usize,
+    /// Learning rate of the linear probe.
+    #[serde(default = "default_probe_lr")]
+    pub probe_lr: f64,
+}
+
+impl Default for FrozenEvalSection {
+    fn default() -> Self {
+        Self { knn_k: default_knn_k(), knn_temperature: default_knn_temperature(), probe_l2: default_probe_l2(), probe_steps: default_probe_steps(), probe_lr: default_probe_lr() }
+    }
+}
+
+fn default_knn_k() -> usize {
+    20
+}
+fn default_knn_temperature() -> f64 {
+    0.07
+}
+fn default_probe_l2() -> f64 {
+    1e-4
+}
+fn default_probe_steps() -> usize {
+    500
+}
+fn default_probe_lr() -> f64 {
+    0.05
+}
+
+/// Whether a config file is for images (`objective.type` is `simclr` or `mae`).
+///
+/// # Errors
+/// Unreadable file or TOML syntax.
+pub fn is_vision(path: &Path, overrides: &[String]) -> Result<bool> {
+    let table: toml::Table = parse(path, overrides)?;
+    let kind = table.get("objective").and_then(|o| o.get("type")).and_then(|t| t.as_str()).unwrap_or_default().to_string();
+    Ok(matches!(kind.as_str(), "simclr" | "mae"))
+}
+
+/// Reads and validates an image pretraining config; paths become absolute.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_vision(path: &Path, overrides: &[String]) -> Result<VisionConfig> {
+    let mut config: VisionConfig = parse(path, overrides)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let d = &mut config.data;
+    d.path = absolute(base, &d.path);
+    for p in [&mut d.labels, &mut d.test_path, &mut d.test_labels].into_iter().flatten() {
+        *p = absolute(base, p);
+    }
+    config.validate().map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    Ok(config)
+}
+
+impl VisionConfig {
+    fn validate(&self) -> Result<()> {
+        self.run.validate()?;
+        let d = &self.data;
+        if !(0.0..1.0).contains(&d.heldout_fraction) || d.heldout_fraction == 0.0 {
+            bail!("data.heldout_fraction: {} must be in (0, 1)", d.heldout_fraction);
+        }
+        if d.max_images == Some(0) {
+            bail!("data.max_images: must be at least 1");
+        }
+        if d.test_labels.is_some() && d.test_path.is_none() {
+            bail!("data.test_labels: set data.test_path too");
+        }
+        match &self.objective {
+            VisionObjective::Simclr(s) => {
+                if !(s.temperature > 0.0 && s.temperature.is_finite()) {
+                    bail!("objective.temperature: {} must be positive", s.temperature);
+                }
+                if s.projection_dim == 0 || s.projection_hidden == Some(0) {
+                    bail!("objective.projection_dim / projection_hidden: must be at least 1");
+                }
+                if self.train.batch_size < 2 {
+                    bail!("train.batch_size: SimCLR needs at least 2 images per batch (the others are the negatives)");
+                }
+            }
+            VisionObjective::Mae(m) => {
+                if !(m.mask_ratio > 0.0 && m.mask_ratio < 1.0) {
+                    bail!("objective.mask_ratio: {} must be in (0, 1)", m.mask_ratio);
+                }
+                if !matches!(self.model, ImageEncoderConfig::Vit(_)) {
+                    bail!("model.arch: MAE needs a ViT encoder (arch = \"vit\")");
+                }
+                m.decoder.validate().map_err(|e| anyhow!("objective.{e}"))?;
+            }
+        }
+        let e = &self.eval;
+        if e.knn_k == 0 || e.probe_steps == 0 || !(e.knn_temperature > 0.0) || !(e.probe_lr > 0.0) || !(e.probe_l2 >= 0.0) {
+            bail!("eval: knn_k, probe_steps, knn_temperature and probe_lr must be positive, probe_l2 non-negative");
+        }
+        self.train.validate()
     }
 }

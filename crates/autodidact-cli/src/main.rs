@@ -6,6 +6,7 @@ mod export;
 mod finetune;
 mod init;
 mod pretrain;
+mod vision;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ enum Command {
     Finetune(FinetuneCli),
     /// Write one embedding per input text from a trained encoder.
     Embed(EmbedCli),
+    /// Frozen-feature evaluation (kNN, linear probe) of an image run or of a baseline.
+    Eval(EvalCli),
     /// Export a run's checkpoint as a HuggingFace model directory.
     Export(ExportCli),
     /// Tokenizer utilities.
@@ -71,6 +74,18 @@ struct FinetuneCli {
     config: PathBuf,
     #[command(flatten)]
     run: RunOptions,
+}
+
+#[derive(Args)]
+struct EvalCli {
+    /// An image pretraining run directory (its config.toml names the data).
+    run_dir: PathBuf,
+    /// What to evaluate: the newest valid checkpoint, or a baseline on the same data.
+    #[arg(long, value_enum, default_value = "checkpoint")]
+    features: vision::EvalSubject,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: Backend,
 }
 
 #[derive(Args)]
@@ -213,6 +228,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pretrain(args) => pretrain(args),
         Command::Finetune(args) => finetune(args),
         Command::Embed(args) => embed(args),
+        Command::Eval(args) => eval(args),
         Command::Export(args) => export(args),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
     }
@@ -237,7 +253,75 @@ fn export(args: ExportCli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn eval(args: EvalCli) -> Result<ExitCode> {
+    let r = vision::eval(&args.run_dir, args.features, args.backend)?;
+    print_frozen_eval(&r["frozen_eval"]);
+    println!("written        {}/eval-{}.json", args.run_dir.display(), r["subject"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_frozen_eval(e: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    if e.is_object() {
+        println!(
+            "frozen features  kNN (k = {}) {:.2}%   linear probe {:.2}%   ({} train / {} test images, {} features)",
+            e["knn_k"],
+            100.0 * f(&e["knn_accuracy"]),
+            100.0 * f(&e["linear_probe_accuracy"]),
+            e["train_images"],
+            e["test_images"],
+            e["feature_dim"]
+        );
+    }
+}
+
+fn vision_pretrain(args: &PretrainCli, path: &std::path::Path) -> Result<ExitCode> {
+    let config = config::load_vision(path, &args.run.set)?;
+    let run_dir = match &args.resume {
+        Some(dir) => dir.clone(),
+        None => {
+            let run_dir = config.run.run_dir(args.run.output_dir.as_deref());
+            claim_run_dir(&run_dir, args.run.overwrite, true)?;
+            run_dir
+        }
+    };
+    let backend = args.run.backend.unwrap_or(config.run.backend);
+    let r = vision::run(&config, &run_dir, args.resume.is_some(), backend, args.run.progress())?;
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    println!("run            {}", r["run_dir"].as_str().unwrap_or_default());
+    println!("steps          {}  ({:.1} epochs, {} images, {:.1} images/s, {:.1} s)", r["steps"], f(&r["epochs"]), r["images_seen"], f(&r["images_per_s"]), f(&r["wall_time_s"]));
+    println!("held-out loss  {:.4} -> {:.4}  ({:.1}% lower)", f(&r["initial_eval_loss"]), f(&r["final_eval"]["eval_loss"]), 100.0 * f(&r["eval_loss_drop"]));
+    print_frozen_eval(&r["frozen_eval"]);
+    println!("summary        {}/summary.json", r["run_dir"].as_str().unwrap_or_default());
+    Ok(exit_for_loss_drop(&r, args.expect_loss_drop))
+}
+
+/// `--expect-loss-drop`: exit status 3 when the held-out loss did not fall enough.
+fn exit_for_loss_drop(report: &serde_json::Value, expected: Option<f64>) -> ExitCode {
+    if let Some(expected) = expected {
+        let drop = report["eval_loss_drop"].as_f64().unwrap_or(f64::NAN);
+        if !(drop >= expected) {
+            eprintln!("error: held-out loss fell by {:.1}%, less than the expected {:.1}%", drop * 100.0, expected * 100.0);
+            return ExitCode::from(EXIT_DID_NOT_LEARN);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn pretrain(args: PretrainCli) -> Result<ExitCode> {
+    if let Some(f) = args.expect_loss_drop {
+        if !(0.0..1.0).contains(&f) {
+            bail!("--expect-loss-drop {f}: must be a fraction in [0, 1)");
+        }
+    }
+    let config_path = match (&args.resume, &args.config) {
+        (_, Some(path)) => path.clone(),
+        (Some(run_dir), None) => run_dir.join("config.toml"),
+        (None, None) => bail!("give a CONFIG file, or --resume RUN_DIR"),
+    };
+    if config::is_vision(&config_path, &args.run.set)? {
+        return vision_pretrain(&args, &config_path);
+    }
     let (config, run_dir) = match (&args.resume, &args.config) {
         (Some(run_dir), config) => {
             let path = config.clone().unwrap_or_else(|| run_dir.join("config.toml"));
@@ -251,11 +335,6 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
         }
         (None, None) => bail!("give a CONFIG file, or --resume RUN_DIR"),
     };
-    if let Some(f) = args.expect_loss_drop {
-        if !(0.0..1.0).contains(&f) {
-            bail!("--expect-loss-drop {f}: must be a fraction in [0, 1)");
-        }
-    }
     let backend = args.run.backend.unwrap_or(config.run.backend);
     let report = pretrain::run(pretrain::PretrainArgs {
         config,
@@ -265,14 +344,7 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
         progress: args.run.progress(),
     })?;
     print_summary(&report);
-    if let Some(expected) = args.expect_loss_drop {
-        let drop = report["eval_loss_drop"].as_f64().unwrap_or(f64::NAN);
-        if !(drop >= expected) {
-            eprintln!("error: held-out loss fell by {:.1}%, less than the expected {:.1}%", drop * 100.0, expected * 100.0);
-            return Ok(ExitCode::from(EXIT_DID_NOT_LEARN));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_for_loss_drop(&report, args.expect_loss_drop))
 }
 
 /// Refuses to reuse a directory that holds a run unless `overwrite` (then empties it).
