@@ -31,7 +31,8 @@ encoder with a kNN classifier and a linear probe, and prints one JSON line with 
         x -> clamp(b x, 0, 1), contrast x -> clamp(c x + (1 - c) mean(x), 0, 1) with mean(x)
         the mean of the (single-channel) image at that point;
       then Normalize(mean, std);
-  * optimiser: AdamW (lr 1e-3, weight decay 1e-6 on every parameter, betas 0.9/0.999), one
+  * optimiser: AdamW (lr 1e-3, weight decay 1e-6 on every parameter, betas 0.9/0.999, eps
+    1e-6, global-norm clipping at 1.0 as autodidact's defaults), one
     step per batch of 256 images (last incomplete batch of an epoch dropped, fresh permutation
     every epoch); learning rate per step as autodidact-train's LrSchedule: lr*(step+1)/warmup
     for step < warmup, then cosine to --min-lr at the last step;
@@ -43,9 +44,10 @@ encoder with a kNN classifier and a linear probe, and prints one JSON line with 
       linear probe: multinomial logistic regression on features standardised with the train
         mean / population std ((x - mean) / max(std, 1e-6), as autodidact-train's
         Standardizer), loss = mean cross-entropy +
-        l2/2 * ||W||^2 (bias not penalised, l2 = 1e-4), trained full batch with
-        torch.optim.LBFGS (lr 1, max_iter 100, history 10, strong-Wolfe line search), from
-        zero weights;
+        l2/2 * ||W||^2 (bias not penalised, l2 = 1e-4), trained full batch from zero weights
+        with Adam for 500 steps, lr 0.05 cosine-decayed to 0 (autodidact's protocol,
+        crates/autodidact-train/src/probe.rs); --probe-optimizer lbfgs uses torch.optim.LBFGS
+        (lr 1, max_iter 100, history 10, strong-Wolfe) instead, to check convergence;
   * baselines (no training): --baseline pixels (the 784 normalised pixels as features),
     --baseline random (the randomly initialised encoder).
 
@@ -55,7 +57,8 @@ comparable with the Rust run.
 Setup and run (CPU):
   scripts/fetch-data.sh fashion-mnist
   python3 -m venv /tmp/venv-torch && /tmp/venv-torch/bin/pip install torch numpy
-  /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --epochs 20 --width 16
+  # the recipe of configs/simclr-fashion-mnist.toml:
+  /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --epochs 2 --width 16 --lr 2e-3 --warmup-steps 46
   /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --baseline pixels
   # quick check: --max-train 512 --epochs 1 --width 8
 """
@@ -90,6 +93,8 @@ def parse_args():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr", type=float, default=0.0)
     p.add_argument("--weight-decay", type=float, default=1e-6)
+    p.add_argument("--adam-eps", type=float, default=1e-6, help="AdamW epsilon (autodidact's default 1e-6)")
+    p.add_argument("--clip-grad-norm", type=float, default=1.0, help="global gradient-norm clip, 0 = off (autodidact's default 1.0)")
     p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: one epoch)")
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training images (training and eval)")
     p.add_argument("--max-test", type=int, default=None, help="use only the first N test images")
@@ -325,7 +330,7 @@ def main():
         hidden = args.hidden or encoder.feature_dim
         head = projection_head(encoder.feature_dim, hidden, args.out_dim)
         params = list(encoder.parameters()) + list(head.parameters())
-        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, eps=args.adam_eps)
         batch = min(args.batch_size, len(x_train))
         steps_per_epoch = len(x_train) // batch
         total = steps_per_epoch * args.epochs
@@ -352,6 +357,8 @@ def main():
                     g["lr"] = lr_at(step, args.lr, args.min_lr, warmup, total)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if args.clip_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, args.clip_grad_norm)
                 opt.step()
                 step += 1
                 losses.append(loss.item())
