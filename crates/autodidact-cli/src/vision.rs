@@ -121,22 +121,26 @@ fn heldout_split(n: usize, fraction: f64) -> (Vec<usize>, Vec<usize>) {
     (0..n).partition(|i| i % stride != stride - 1)
 }
 
-/// Builds the objective for `config` on `device` (random weights).
+/// The objective of a run.
 enum VisionModel {
     SimClr(SimClr),
     Mae(MaskedAutoencoder),
 }
 
+/// Builds the objective for `config` on `device`, initialized under the run seed
+/// ([`prepare_model`]): the weights training starts from, and the random-encoder baseline.
 fn build(config: &VisionConfig, encoder: &ImageEncoderConfig, device: &Device) -> Result<VisionModel> {
+    let seed = config.run.seed;
     Ok(match &config.objective {
         VisionObjective::Simclr(s) => {
             let dim = encoder.feature_dim();
             let head = ProjectionHead::new(dim, s.projection_hidden.unwrap_or(dim), s.projection_dim, device);
-            VisionModel::SimClr(SimClr::new(encoder.init(device)?, head, s.temperature))
+            VisionModel::SimClr(prepare_model(SimClr::new(encoder.init(device)?, head, s.temperature), seed, device))
         }
         VisionObjective::Mae(m) => {
             let ImageEncoderConfig::Vit(vit) = encoder else { bail!("model.arch: MAE needs a ViT encoder") };
-            VisionModel::Mae(MaskedAutoencoder::new(Mae::init(vit, &m.decoder, device)?, m.mask_ratio, m.norm_pix_loss))
+            let mae = MaskedAutoencoder::new(Mae::init(vit, &m.decoder, device)?, m.mask_ratio, m.norm_pix_loss);
+            VisionModel::Mae(prepare_model(mae, seed, device))
         }
     })
 }
@@ -174,8 +178,8 @@ pub fn run(config: &VisionConfig, run_dir: &Path, resume: bool, backend: Backend
         config.train.batch_size
     );
     let (summary, eval) = match build(config, &data.encoder, &device)? {
-        VisionModel::SimClr(m) => finish(train(announce(prepare_model(m, seed, &device)), stream, &device, &run, &cfg, resume)?, config, &data, &device)?,
-        VisionModel::Mae(m) => finish(train(announce(prepare_model(m, seed, &device)), stream, &device, &run, &cfg, resume)?, config, &data, &device)?,
+        VisionModel::SimClr(m) => finish(train(announce(m), stream, &device, &run, &cfg, resume)?, config, &data, &device)?,
+        VisionModel::Mae(m) => finish(train(announce(m), stream, &device, &run, &cfg, resume)?, config, &data, &device)?,
     };
     let report = json!({
         "run": config.run.name,
@@ -287,7 +291,6 @@ pub fn eval(run_dir: &Path, subject: EvalSubject, backend: Backend) -> Result<Va
     let result = match subject {
         EvalSubject::Pixels => frozen_eval(&|b: &ImageBatch| b.pixels.clone(), &config, &data)?,
         EvalSubject::Random | EvalSubject::Checkpoint => {
-            device.seed(autodidact_core::seed::derive_seed(config.run.seed, autodidact_core::seed::Stream::Init, 0));
             let mut model = build(&config, &data.encoder, &device)?;
             if subject == EvalSubject::Checkpoint {
                 let (ckpt, warnings) = RunDir { root: run_dir.to_path_buf() }.checkpoints().latest_valid();
