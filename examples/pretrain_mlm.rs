@@ -16,7 +16,7 @@ use autodidact::data::tokenizer::{TextTokenizer, TokenizerKind, TokenizerTrainSp
 use autodidact::models::bert::BertConfig;
 use autodidact::objectives::mlm::Mlm;
 use autodidact::train::schedule::{Decay, LrSchedule};
-use autodidact::train::trainer::{AdamWSettings, RunDir, TrainConfig, prepare_model, train};
+use autodidact::train::trainer::{AdamWSettings, NonFinitePolicy, RunDir, TrainConfig, prepare_model, train};
 
 fn main() -> Result<()> {
     let corpus = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| "assets/corpus/gutenberg/carroll-alice.txt.gz".into());
@@ -77,6 +77,9 @@ fn main() -> Result<()> {
         keep_last: 1,
         prefetch: 4,
         progress: true,
+        on_nonfinite: NonFinitePolicy::Stop,
+        max_skipped_steps: 0,
+        handle_signals: true,
     };
     let (_model, summary) = train(objective, data, &device, &RunDir { root: run_dir.clone() }, &cfg, false)?;
     println!(

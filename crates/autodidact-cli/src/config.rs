@@ -10,7 +10,7 @@ use autodidact_data::tokenizer::TokenizerKind;
 use autodidact_models::bert::{BertConfig, Pooling};
 use autodidact_models::heads::ImageEncoderConfig;
 use autodidact_train::schedule::{Decay, LrSchedule};
-use autodidact_train::trainer::{AdamWSettings, EarlyStopping, TrainConfig};
+use autodidact_train::trainer::{AdamWSettings, EarlyStopping, NonFinitePolicy, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// A whole config file.
@@ -280,6 +280,16 @@ pub struct TrainSection {
     pub keep_last: usize,
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+    /// `stop` (default) or `skip` a step whose loss or gradient norm is NaN or infinite.
+    #[serde(default)]
+    pub on_nonfinite: NonFinitePolicy,
+    /// With `on_nonfinite = "skip"`: fail once more steps than this were skipped.
+    #[serde(default = "default_max_skipped_steps")]
+    pub max_skipped_steps: u64,
+}
+
+fn default_max_skipped_steps() -> u64 {
+    10
 }
 
 impl RunSection {
@@ -349,6 +359,9 @@ impl TrainSection {
             keep_last: t.keep_last,
             prefetch: t.prefetch,
             progress,
+            on_nonfinite: t.on_nonfinite,
+            max_skipped_steps: t.max_skipped_steps,
+            handle_signals: true,
         }
     }
 }

@@ -129,6 +129,7 @@ pub fn run(config: &FinetuneConfig, run_dir: &Path, backend: Backend, progress: 
         "examples_per_s": summary.examples_per_s,
         "best_step": summary.best_step,
         "stopped_early": summary.stopped_early,
+        "skipped_steps": summary.skipped_steps,
         "validation": summary.best_eval.clone().unwrap_or(summary.final_eval.clone()),
         "test": test,
         "checkpoint": RunDir { root: run_dir.to_path_buf() }.checkpoints().best().or(summary.last_checkpoint),

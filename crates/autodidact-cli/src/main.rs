@@ -1,21 +1,16 @@
 //! `autodidact`: self-supervised pretraining of compact specialist models.
 
-mod config;
-mod embed;
-mod export;
-mod finetune;
-mod init;
-mod pretrain;
-mod vision;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use autodidact_train::TrainError;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Backend;
+use autodidact_cli::config::Backend;
+use autodidact_cli::{config, embed, export, finetune, pretrain, vision};
 
 /// Pretrain compact specialist encoders on unlabeled data with self-supervised objectives.
 #[derive(Parser)]
@@ -212,14 +207,24 @@ enum KindArg {
 
 /// Exit status when `--expect-loss-drop` is not met.
 const EXIT_DID_NOT_LEARN: u8 = 3;
+/// Exit status when SIGINT or SIGTERM stopped training after writing a checkpoint.
+const EXIT_INTERRUPTED: u8 = 4;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<TrainError>() {
+            Some(TrainError::Interrupted { step, checkpoint }) => {
+                let run_dir = checkpoint.parent().and_then(std::path::Path::parent).unwrap_or(checkpoint);
+                eprintln!("interrupted: stopped after step {step} and wrote {}", checkpoint.display());
+                eprintln!("continue with: autodidact pretrain --resume {}", run_dir.display());
+                ExitCode::from(EXIT_INTERRUPTED)
+            }
+            _ => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -222,6 +222,7 @@ fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &Shard
         "wall_time_s": s.wall_time_s,
         "tokens_per_s": s.tokens_per_s,
         "data_wait_fraction": s.data_wait_fraction,
+        "skipped_steps": s.skipped_steps,
         "initial_eval_loss": s.initial_eval_loss,
         "final_eval": s.final_eval,
         "eval_loss_drop": s.eval_loss_drop,

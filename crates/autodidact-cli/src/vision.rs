@@ -194,6 +194,7 @@ pub fn run(config: &VisionConfig, run_dir: &Path, resume: bool, backend: Backend
         "wall_time_s": summary.wall_time_s,
         "images_per_s": summary.examples_per_s,
         "data_wait_fraction": summary.data_wait_fraction,
+        "skipped_steps": summary.skipped_steps,
         "initial_eval_loss": summary.initial_eval_loss,
         "final_eval": summary.final_eval,
         "eval_loss_drop": summary.eval_loss_drop,

@@ -647,3 +647,158 @@ fn bad_image_inputs_give_clear_errors() {
     assert_fails_with(&["pretrain", cfg, "--set", "objective.temperature=0", "--output-dir", "runs"], d, &["objective.temperature"]);
     assert_fails_with(&["eval", "nowhere"], d, &["nowhere", "not a run directory"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Crashes and signals: SIGKILL at random steps, SIGTERM, a disk that fills.
+
+/// Seed of the random kill points: `AUTODIDACT_KILL_SEED` to replay a failure, else the clock.
+fn kill_seed() -> u64 {
+    std::env::var("AUTODIDACT_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    })
+}
+
+/// The highest step of a training line in `metrics.jsonl` (0 when none yet; a torn last
+/// line, as a kill leaves, is ignored).
+fn last_logged_step(run_dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|m| m.get("loss").is_some()).filter_map(|m| m["step"].as_u64()).max().unwrap_or(0)
+}
+
+fn hidden_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect()
+}
+
+/// Starts `args`, waits until step `at` has been logged, then stops the process with
+/// `signal` (`None`: SIGKILL). Returns the exit status, or `None` when the run finished first.
+fn interrupt_at(args: &[String], cwd: &Path, run_dir: &Path, at: u64, signal: Option<&str>) -> Option<std::process::ExitStatus> {
+    let mut child = bin().args(args).current_dir(cwd).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("start autodidact");
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(status.success(), "exited before step {at}: {err}");
+            return None;
+        }
+        if last_logged_step(run_dir) >= at {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    match signal {
+        None => child.kill().unwrap(),
+        Some(sig) => assert!(Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success()),
+    }
+    let out = child.wait_with_output().unwrap();
+    if signal.is_some() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+    }
+    Some(out.status)
+}
+
+/// Runs `start` to completion as run `full`; then as run `chain`, stopped once with SIGTERM
+/// and killed with SIGKILL at three random steps, resumed after each. The chain must end
+/// with the same per-step losses and byte-identical final weights, and leave no debris.
+fn crash_and_resume_matches_an_uninterrupted_run(start: &[String], cwd: &Path, max_steps: u64) {
+    let seed = kill_seed();
+    let mut rng = seed;
+    let mut next_step = |after: u64| {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let room = (max_steps - 1).saturating_sub(after).max(1);
+        (after + 1 + (rng >> 33) % room).min(max_steps - 1)
+    };
+    let with_name = |name: &str| {
+        let mut a = start.to_vec();
+        a.extend(["--set".to_string(), format!("run.name=\"{name}\"")]);
+        a
+    };
+    let full = run(&with_name("full").iter().map(String::as_str).collect::<Vec<_>>(), cwd);
+    assert!(full.status.success(), "{}", text(&full));
+    let chain_dir = cwd.join("runs/chain");
+    let resume: Vec<String> = ["pretrain", "--resume", "runs/chain"].iter().map(|s| s.to_string()).collect();
+    let mut kills = Vec::new();
+    // SIGTERM first, in the first half, so that it cannot land after training has ended;
+    // then SIGKILL anywhere.
+    for (i, signal) in [Some("TERM"), None, None, None].into_iter().enumerate() {
+        let at = if signal.is_some() { next_step(0).min(max_steps / 2) } else { next_step(last_logged_step(&chain_dir)) };
+        let args = if i == 0 { with_name("chain") } else { resume.clone() };
+        if interrupt_at(&args, cwd, &chain_dir, at, signal).is_none() {
+            break;
+        }
+        kills.push(at);
+        if signal.is_some() {
+            // A graceful stop checkpoints the step it stopped after.
+            let newest = std::fs::read_dir(chain_dir.join("checkpoints")).unwrap().filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_prefix("step-").and_then(|s| s.parse::<u64>().ok())).max();
+            assert_eq!(newest, Some(last_logged_step(&chain_dir)), "seed {seed}");
+        }
+    }
+    let done = run(&resume.iter().map(String::as_str).collect::<Vec<_>>(), cwd);
+    assert!(done.status.success(), "seed {seed}, kills at {kills:?}: {}", text(&done));
+    assert!(kills.len() >= 2, "seed {seed}: the run finished before it could be interrupted ({kills:?})");
+    assert_eq!(train_losses(&cwd.join("runs/full")), train_losses(&chain_dir), "seed {seed}, kills at {kills:?}");
+    let w = |r: &str| std::fs::read(cwd.join(r).join(format!("checkpoints/step-{max_steps:08}/model.safetensors"))).unwrap();
+    assert!(w("runs/full") == w("runs/chain"), "seed {seed}, kills at {kills:?}: final weights differ");
+    assert_eq!(hidden_entries(&chain_dir), Vec::<String>::new());
+    assert_eq!(hidden_entries(&chain_dir.join("checkpoints")), Vec::<String>::new());
+}
+
+#[test]
+fn mlm_killed_at_random_steps_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["pretrain", repo().join("configs/smoke-mlm.toml").to_str().unwrap(), "--output-dir", "runs"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["train.max_steps=60", "train.checkpoint_every=7", "train.eval_every=20", "train.log_every=1"].iter().flat_map(|kv| ["--set".to_string(), kv.to_string()]))
+        .collect();
+    crash_and_resume_matches_an_uninterrupted_run(&args, dir.path(), 60);
+}
+
+#[test]
+fn simclr_killed_at_random_steps_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut args: Vec<String> = ["pretrain", repo().join("configs/smoke-simclr.toml").to_str().unwrap(), "--output-dir", "runs"].iter().map(|s| s.to_string()).collect();
+    args.extend(stripes_args(d));
+    for kv in ["train.max_steps=24", "train.batch_size=32", "train.checkpoint_every=5", "train.eval_every=12", "train.log_every=1"] {
+        args.extend(["--set".to_string(), kv.to_string()]);
+    }
+    crash_and_resume_matches_an_uninterrupted_run(&args, d, 24);
+}
+
+#[test]
+fn a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_config(d, &alice(), "decay_steps = 12");
+    let cfg = cfg.to_str().unwrap();
+    let full = run(&["pretrain", cfg, "--set", "run.name=full", "--output-dir", "runs"], d);
+    assert!(full.status.success(), "{}", text(&full));
+    let part = run(&["pretrain", cfg, "--set", "run.name=part", "--set", "train.max_steps=8", "--output-dir", "runs"], d);
+    assert!(part.status.success(), "{}", text(&part));
+    // The next checkpoint's weights file is too big for the file-size limit: writes fail
+    // with EFBIG as on a full disk (SIGXFSZ ignored, as the shell passes it on to exec).
+    let ckpt = d.join("runs/part/checkpoints");
+    let model_bytes = std::fs::metadata(ckpt.join("step-00000008/model.safetensors")).unwrap().len();
+    let limit_kb = model_bytes / 2 / 1024;
+    assert!(std::fs::metadata(d.join("runs/part/tokenizer.json")).unwrap().len() < limit_kb * 1024, "the limit must leave room for the run's small files");
+    let full_disk = Command::new("bash")
+        .args(["-c", &format!("trap '' XFSZ; ulimit -f {limit_kb}; exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_autodidact"), "pretrain", "--resume", "runs/part", "--set", "train.max_steps=12"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&full_disk.stderr).into_owned();
+    assert_eq!(full_disk.status.code(), Some(1), "{err}");
+    assert!(err.contains("checkpoint") && err.contains("step-00000012") && !err.contains("panicked"), "{err}");
+    let names: Vec<String> = std::fs::read_dir(&ckpt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["step-00000004", "step-00000008"], "no partial checkpoint is left");
+    // With space again, the run resumes from step 8 and ends as if nothing had happened.
+    let resumed = run(&["pretrain", "--resume", "runs/part", "--set", "train.max_steps=12"], d);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(train_losses(&d.join("runs/full")), train_losses(&d.join("runs/part")));
+    let w = |r: &str| std::fs::read(d.join(r).join("checkpoints/step-00000012/model.safetensors")).unwrap();
+    assert!(w("runs/full") == w("runs/part"), "final weights differ");
+}

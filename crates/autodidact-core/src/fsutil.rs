@@ -81,3 +81,56 @@ pub fn write_dir_atomic<E>(path: &Path, fill: impl FnOnce(&Path) -> Result<(), E
     }
     result
 }
+
+/// Cleans up after writes that a killed process left half done in `dir` (non-recursive):
+/// temporary files of [`write_atomic`] and partial directories of [`write_dir_atomic`] are
+/// removed; a directory moved aside by [`write_dir_atomic`] is put back when its replacement
+/// never arrived, else removed. Returns one line per action, for the user. A missing `dir` is
+/// not an error.
+///
+/// # Errors
+/// `dir` cannot be listed, or a leftover cannot be removed or restored.
+pub fn recover_interrupted_writes(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(notes),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some((target, kind)) = leftover(&file_name) else { continue };
+        let path = entry.path();
+        match kind {
+            "tmp" | "partial" => {
+                remove_any(&path)?;
+                notes.push(format!("removed {}, left by an interrupted write", path.display()));
+            }
+            _ => {
+                let original = dir.join(target);
+                if original.exists() {
+                    remove_any(&path)?;
+                } else {
+                    std::fs::rename(&path, &original)?;
+                    sync_path(dir)?;
+                    notes.push(format!("restored {} from {}, whose replacement was interrupted", original.display(), path.display()));
+                }
+            }
+        }
+    }
+    Ok(notes)
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }
+}
+
+/// `.{target}.{tmp|partial|old}-{pid}` → (target, kind).
+fn leftover(file_name: &str) -> Option<(&str, &str)> {
+    let rest = file_name.strip_prefix('.')?;
+    let (target, suffix) = rest.rsplit_once('.')?;
+    let (kind, pid) = suffix.split_once('-')?;
+    let known = matches!(kind, "tmp" | "partial" | "old");
+    (known && !target.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some((target, kind))
+}

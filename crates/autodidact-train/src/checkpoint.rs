@@ -98,6 +98,11 @@ impl Checkpoints {
         Self { dir: dir.into() }
     }
 
+    /// The directory holding the checkpoints.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn step_dir(&self, step: u64) -> PathBuf {
         self.dir.join(format!("step-{step:08}"))
     }
@@ -128,6 +133,11 @@ impl Checkpoints {
     }
 
     fn write<M: Module>(&self, dir: &Path, model: &M, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<PathBuf> {
+        // burn commits a BatchNorm running-statistics update lazily (`RunningState` keeps the
+        // latest one pending until the next training forward or `valid()`), and saving reads the
+        // committed value: commit it, or the file holds statistics one step old and a resumed
+        // run drifts from an uninterrupted one. `valid()` commits in place (the state is shared).
+        let _ = model.valid();
         autodidact_core::fsutil::write_dir_atomic(dir, |tmp| self.write_into(tmp, model, optimizer, state), |p, e| TrainError::io(p, e))?;
         Ok(dir.to_path_buf())
     }

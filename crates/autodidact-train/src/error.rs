@@ -32,6 +32,22 @@ pub enum TrainError {
         /// The optimizer step at which it happened.
         step: u64,
     },
+    /// More steps were skipped for non-finite values than the run allows.
+    #[error("{skipped} steps skipped for a non-finite loss or gradient by step {step}, more than train.max_skipped_steps allows: the run diverged (lower the learning rate, or clip gradients); the last checkpoint is kept intact")]
+    TooManySkipped {
+        /// Steps skipped so far.
+        skipped: u64,
+        /// The optimizer step of the last skip.
+        step: u64,
+    },
+    /// SIGINT or SIGTERM stopped the run after a step; a checkpoint of that step was written.
+    #[error("stopped by a signal after step {step}; checkpoint written to {}", checkpoint.display())]
+    Interrupted {
+        /// Steps completed.
+        step: u64,
+        /// The checkpoint directory written on the way out.
+        checkpoint: PathBuf,
+    },
     /// The data pipeline stopped (its thread panicked or ended early).
     #[error("the data pipeline stopped unexpectedly at batch {0}")]
     DataPipeline(u64),

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod params;
 pub mod probe;
 pub mod schedule;
+pub mod signals;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

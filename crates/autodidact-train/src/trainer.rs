@@ -21,6 +21,7 @@ use crate::error::{Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::params::{clip_global_norm, with_stable_ids};
 use crate::schedule::LrSchedule;
+use crate::signals::StopOnSignal;
 
 /// AdamW settings (Loshchilov & Hutter 2019). Biases and LayerNorm parameters get no weight
 /// decay, as in BERT and HF `transformers`.
@@ -66,6 +67,27 @@ pub struct TrainConfig {
     pub prefetch: usize,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// What a NaN or infinite loss or gradient norm does to the run.
+    pub on_nonfinite: NonFinitePolicy,
+    /// With [`NonFinitePolicy::Skip`]: stop with an error once more steps than this were
+    /// skipped in the whole run.
+    pub max_skipped_steps: u64,
+    /// Stop gracefully on SIGINT / SIGTERM: finish the step, write a checkpoint, return
+    /// [`TrainError::Interrupted`] (see [`crate::signals`]). For programs, not tests.
+    pub handle_signals: bool,
+}
+
+/// What a step whose loss or gradient norm is NaN or infinite does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinitePolicy {
+    /// Stop with [`TrainError::NonFinite`] naming the step; the checkpoints on disk are the
+    /// last good ones.
+    #[default]
+    Stop,
+    /// Leave the weights and optimizer untouched for that step, count it
+    /// (`skipped_steps` in the summary, a `skipped` line in `metrics.jsonl`) and go on.
+    Skip,
 }
 
 /// Early stopping on an evaluation metric.
@@ -143,6 +165,8 @@ pub struct TrainSummary {
     pub best_eval: Option<BTreeMap<String, f64>>,
     /// True when early stopping ended the run before `max_steps`.
     pub stopped_early: bool,
+    /// Steps skipped for a non-finite loss or gradient (whole run).
+    pub skipped_steps: u64,
 }
 
 /// Builds AdamW with decay on matrices only.
@@ -179,6 +203,13 @@ where
     S: BatchStream<Batch = O::Batch>,
 {
     let checkpoints = run.checkpoints();
+    // What a process killed while writing left behind: partial checkpoints, temporary files.
+    for dir in [run.root.clone(), checkpoints.dir().to_path_buf()] {
+        for note in autodidact_core::fsutil::recover_interrupted_writes(&dir).map_err(|e| TrainError::io(&dir, e))? {
+            eprintln!("note: {note}");
+        }
+    }
+    let signals = if cfg.handle_signals { Some(StopOnSignal::install().map_err(|e| TrainError::io("signal handlers", e))?) } else { None };
     let mut optimizer = build_optimizer(&cfg.adamw);
     let mut state = TrainState::default();
     let mut last_checkpoint = None;
@@ -193,7 +224,8 @@ where
             last_checkpoint = Some(ckpt.path);
         }
     }
-    let mut log = MetricsLog::open(&run.metrics(), resume.then_some(state.step))?;
+    // Resuming without any checkpoint starts over, log included.
+    let mut log = MetricsLog::open(&run.metrics(), resume.then_some(state.step).filter(|&s| s > 0))?;
     let eval_batches = stream.eval_batches();
     let inner = device.clone().inner();
 
@@ -244,19 +276,34 @@ where
             window.examples += batch.examples() as u64;
             window.tokens += batch.tokens() as u64;
         }
-        if !loss_sum.is_finite() {
-            return Err(TrainError::NonFinite { what: "loss", value: loss_sum, step: step + 1 });
-        }
         let mut grads = accumulator.grads();
-        let grad_norm = clip_global_norm(&objective, &mut grads, cfg.clip_grad_norm);
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite { what: "gradient norm", value: grad_norm, step: step + 1 });
-        }
+        let grad_norm = if loss_sum.is_finite() { clip_global_norm(&objective, &mut grads, cfg.clip_grad_norm) } else { f64::NAN };
         let lr = cfg.schedule.lr(step);
-        objective = optimizer.step(lr, objective, grads);
+        let fault = if !loss_sum.is_finite() {
+            Some(("loss", loss_sum))
+        } else {
+            (!grad_norm.is_finite()).then_some(("gradient norm", grad_norm))
+        };
+        if let Some((what, value)) = fault {
+            let fault = TrainError::NonFinite { what, value, step: step + 1 };
+            if cfg.on_nonfinite == NonFinitePolicy::Stop {
+                return Err(fault);
+            }
+            state.skipped_steps += 1;
+            if state.skipped_steps > cfg.max_skipped_steps {
+                return Err(TrainError::TooManySkipped { skipped: state.skipped_steps, step: step + 1 });
+            }
+            bar.println(format!("warning: non-finite {what} ({value}) at step {}: step skipped ({} so far)", step + 1, state.skipped_steps));
+            let mut rec = Map::new();
+            rec.insert("step".into(), json!(step + 1));
+            rec.insert("skipped".into(), json!(format!("non-finite {what}")));
+            log.write(&rec)?;
+        } else {
+            objective = optimizer.step(lr, objective, grads);
+            window.add(loss_sum, step_start.elapsed());
+        }
         state.step += 1;
         loss_history.push(loss_sum);
-        window.add(loss_sum, step_start.elapsed());
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss_sum:.4}  lr {lr:.2e}  {:.0} tok/s", window.tokens_per_s()));
 
@@ -293,9 +340,15 @@ where
             }
             state.last_eval = eval;
         }
-        if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || last {
+        let interrupted = signals.as_ref().is_some_and(StopOnSignal::requested) && !last;
+        if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || last || interrupted {
             state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
             last_checkpoint = Some(checkpoints.save(&objective, &optimizer, &state, cfg.keep_last)?);
+        }
+        if interrupted {
+            bar.finish_and_clear();
+            let checkpoint = last_checkpoint.unwrap_or_default();
+            return Err(TrainError::Interrupted { step: state.step, checkpoint });
         }
         if stopped_early {
             break;
@@ -336,6 +389,7 @@ where
         best_step,
         best_eval,
         stopped_early,
+        skipped_steps: state.skipped_steps,
     };
     Ok((objective, summary))
 }
@@ -426,8 +480,9 @@ impl Window {
         self.steps += 1;
         self.time += time;
     }
+    /// NaN (written as `null`) when every step of the window was skipped.
     fn mean_loss(&self) -> f64 {
-        self.loss / self.steps.max(1) as f64
+        if self.steps == 0 { f64::NAN } else { self.loss / self.steps as f64 }
     }
     fn tokens_per_s(&self) -> f64 {
         self.tokens as f64 / self.time.as_secs_f64().max(1e-9)
