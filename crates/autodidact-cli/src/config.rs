@@ -429,6 +429,43 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> R
     T::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
 }
 
+/// A resumed run keeps the model and objective its checkpoints were written for. Refuses a
+/// config or `--set` overrides that change them (other than `model.init_from`, which a resumed
+/// run ignores), before anything in the run directory is rewritten. `T` is the config schema.
+///
+/// # Errors
+/// The run's `config.toml` or the asked config cannot be read, or they differ in shape.
+pub fn check_resume<T: serde::de::DeserializeOwned + Serialize>(run_dir: &Path, config_path: &Path, overrides: &[String]) -> Result<()> {
+    let resolved = |path: &Path, overrides: &[String]| -> Result<toml::Table> {
+        let config: T = parse(path, overrides)?;
+        match toml::Value::try_from(&config).context("cannot serialize the config")? {
+            toml::Value::Table(t) => Ok(t),
+            _ => bail!("{}: not a table", path.display()),
+        }
+    };
+    let saved = resolved(&run_dir.join("config.toml"), &[])?;
+    let asked = resolved(config_path, overrides)?;
+    for section in ["model", "objective"] {
+        let empty = toml::Table::new();
+        let table = |t: &toml::Table| t.get(section).and_then(toml::Value::as_table).cloned().unwrap_or_else(|| empty.clone());
+        let (old, new) = (table(&saved), table(&asked));
+        let mut keys: Vec<&String> = old.keys().chain(new.keys()).filter(|k| *k != "init_from").collect();
+        keys.sort();
+        keys.dedup();
+        if let Some(key) = keys.into_iter().find(|k| old.get(*k) != new.get(*k)) {
+            let show = |v: Option<&toml::Value>| v.map_or_else(|| "unset".to_string(), ToString::to_string);
+            bail!(
+                "{section}.{key}: the run in {} was trained with {} and its checkpoints have that shape; a resumed run cannot change it to {} (start a new run, e.g. with model.init_from = {:?})",
+                run_dir.display(),
+                show(old.get(key)),
+                show(new.get(key)),
+                run_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn absolute(base: &Path, p: &Path) -> PathBuf {
     let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
     std::path::absolute(&joined).unwrap_or(joined)

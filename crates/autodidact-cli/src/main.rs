@@ -283,7 +283,10 @@ fn print_frozen_eval(e: &serde_json::Value) {
 fn vision_pretrain(args: &PretrainCli, path: &std::path::Path) -> Result<ExitCode> {
     let config = config::load_vision(path, &args.run.set)?;
     let run_dir = match &args.resume {
-        Some(dir) => dir.clone(),
+        Some(dir) => {
+            config::check_resume::<config::VisionConfig>(dir, path, &args.run.set)?;
+            dir.clone()
+        }
         None => {
             let run_dir = config.run.run_dir(args.run.output_dir.as_deref());
             claim_run_dir(&run_dir, args.run.overwrite, true)?;
@@ -330,7 +333,9 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
     let (config, run_dir) = match (&args.resume, &args.config) {
         (Some(run_dir), config) => {
             let path = config.clone().unwrap_or_else(|| run_dir.join("config.toml"));
-            (config::load(&path, &args.run.set)?, run_dir.clone())
+            let loaded = config::load(&path, &args.run.set)?;
+            config::check_resume::<config::Config>(run_dir, &path, &args.run.set)?;
+            (loaded, run_dir.clone())
         }
         (None, Some(path)) => {
             let config = config::load(path, &args.run.set)?;

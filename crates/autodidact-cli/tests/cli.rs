@@ -145,6 +145,10 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
     // Stop after 8 steps (checkpoint at 8), then resume to 12 with the same schedule.
     let part = run(&["pretrain", cfg, "--set", "run.name=part", "--set", "train.max_steps=8", "--output-dir", "runs"], dir.path());
     assert!(part.status.success(), "{}", text(&part));
+    // A resume that would change the model's shape is refused and leaves the run as it was.
+    let config_before = std::fs::read(dir.path().join("runs/part/config.toml")).unwrap();
+    assert_fails_with(&["pretrain", "--resume", "runs/part", "--set", "model.intermediate_size=128"], dir.path(), &["model.intermediate_size", "cannot change it to 128"]);
+    assert!(std::fs::read(dir.path().join("runs/part/config.toml")).unwrap() == config_before);
     let resumed = run(&["pretrain", "--resume", "runs/part", "--set", "train.max_steps=12"], dir.path());
     assert!(resumed.status.success(), "{}", text(&resumed));
     let (f, p) = (dir.path().join("runs/full"), dir.path().join("runs/part"));
@@ -189,6 +193,7 @@ fn expect_loss_drop_fails_a_run_that_did_not_learn() {
     let out = run(&["pretrain", cfg.to_str().unwrap(), "--set", "train.max_steps=1", "--expect-loss-drop", "0.5", "--output-dir", "runs"], dir.path());
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("less than the expected 50.0%"), "{}", text(&out));
+    assert_fails_with(&["pretrain", cfg.to_str().unwrap(), "--expect-loss-drop", "1.5"], dir.path(), &["--expect-loss-drop 1.5", "fraction"]);
 }
 
 #[test]
@@ -444,9 +449,13 @@ fn finetune_trains_a_classifier_and_reports_test_figures() {
     assert!(run(&["pretrain", cfg.to_str().unwrap(), "--output-dir", "runs"], d).status.success());
 
     let ft = finetune_config(d, &d.join("runs/t"), "");
+    // An empty text is skipped, counted and named in the summary.
+    std::fs::write(d.join("labeled/food/zzz-empty.txt"), "  \n").unwrap();
     let out = run(&["finetune", ft.to_str().unwrap(), "--output-dir", "runs"], d);
     assert!(out.status.success(), "{}", text(&out));
     let s = summary(&d.join("runs/ft"));
+    let empty = &s["skipped"]["data"]["empty text"];
+    assert!(empty["count"] == 1 && empty["first"].as_str().unwrap().contains("zzz-empty.txt"), "{s}");
     assert_eq!(s["classes"], serde_json::json!(["animals", "food", "weather"]));
     assert_eq!(s["examples"]["test"], 18);
     assert_eq!(s["init_from"]["encoder"], "model.bert");
@@ -641,7 +650,8 @@ fn bad_image_inputs_give_clear_errors() {
     assert_fails_with(&["pretrain", cfg, "--set", &short, "--output-dir", "runs"], d, &["short.idx", "bytes"]);
     std::fs::create_dir(d.join("empty")).unwrap();
     let empty = format!("data.path=\"{}\"", d.join("empty").display());
-    assert_fails_with(&["pretrain", cfg, "--set", &empty, "--output-dir", "runs"], d, &["empty"]);
+    // The smoke config names a labels file, which a folder of images cannot use.
+    assert_fails_with(&["pretrain", cfg, "--set", &empty, "--output-dir", "runs"], d, &["empty", "a labels file applies only to IDX images"]);
     let mae = repo().join("configs/smoke-mae.toml");
     assert_fails_with(&["pretrain", mae.to_str().unwrap(), "--set", "model.arch=\"resnet\"", "--output-dir", "runs"], d, &["smoke-mae.toml", "model"]);
     assert_fails_with(&["pretrain", cfg, "--set", "objective.temperature=0", "--output-dir", "runs"], d, &["objective.temperature"]);
@@ -698,10 +708,10 @@ fn interrupt_at(args: &[String], cwd: &Path, run_dir: &Path, at: u64, signal: Op
     Some(out.status)
 }
 
-/// Runs `start` to completion as run `full`; then as run `chain`, stopped once with SIGTERM
-/// and killed with SIGKILL at three random steps, resumed after each. The chain must end
+/// Runs `start` to completion as run `full`; then as run `chain`, stopped once with
+/// `graceful` (`INT` or `TERM`) and killed with SIGKILL at three random steps, resumed after each. The chain must end
 /// with the same per-step losses and byte-identical final weights, and leave no debris.
-fn crash_and_resume_matches_an_uninterrupted_run(start: &[String], cwd: &Path, max_steps: u64) {
+fn crash_and_resume_matches_an_uninterrupted_run(start: &[String], cwd: &Path, max_steps: u64, graceful: &str) {
     let seed = kill_seed();
     let mut rng = seed;
     let mut next_step = |after: u64| {
@@ -719,9 +729,9 @@ fn crash_and_resume_matches_an_uninterrupted_run(start: &[String], cwd: &Path, m
     let chain_dir = cwd.join("runs/chain");
     let resume: Vec<String> = ["pretrain", "--resume", "runs/chain"].iter().map(|s| s.to_string()).collect();
     let mut kills = Vec::new();
-    // SIGTERM first, in the first half, so that it cannot land after training has ended;
-    // then SIGKILL anywhere.
-    for (i, signal) in [Some("TERM"), None, None, None].into_iter().enumerate() {
+    // The graceful stop first, in the first half, so that it cannot land after training has
+    // ended; then SIGKILL anywhere.
+    for (i, signal) in [Some(graceful), None, None, None].into_iter().enumerate() {
         let at = if signal.is_some() { next_step(0).min(max_steps / 2) } else { next_step(last_logged_step(&chain_dir)) };
         let args = if i == 0 { with_name("chain") } else { resume.clone() };
         if interrupt_at(&args, cwd, &chain_dir, at, signal).is_none() {
@@ -752,7 +762,7 @@ fn mlm_killed_at_random_steps_resumes_bit_identically() {
         .map(|s| s.to_string())
         .chain(["train.max_steps=60", "train.checkpoint_every=7", "train.eval_every=20", "train.log_every=1"].iter().flat_map(|kv| ["--set".to_string(), kv.to_string()]))
         .collect();
-    crash_and_resume_matches_an_uninterrupted_run(&args, dir.path(), 60);
+    crash_and_resume_matches_an_uninterrupted_run(&args, dir.path(), 60, "INT");
 }
 
 #[test]
@@ -764,7 +774,32 @@ fn simclr_killed_at_random_steps_resumes_bit_identically() {
     for kv in ["train.max_steps=24", "train.batch_size=32", "train.checkpoint_every=5", "train.eval_every=12", "train.log_every=1"] {
         args.extend(["--set".to_string(), kv.to_string()]);
     }
-    crash_and_resume_matches_an_uninterrupted_run(&args, d, 24);
+    crash_and_resume_matches_an_uninterrupted_run(&args, d, 24, "TERM");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_the_run_still_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = repo().join("configs/smoke-mlm.toml");
+    // Big batches make a step last about a second, so both signals land inside one step
+    // (standard signals sent back to back would merge into one).
+    let sets = ["train.batch_size=256", "train.max_steps=4", "train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=1"];
+    let mut args = vec!["pretrain".to_string(), cfg.display().to_string(), "--output-dir".into(), "runs".into()];
+    args.extend(sets.iter().flat_map(|kv| ["--set".to_string(), kv.to_string()]));
+    let mut child = bin().args(&args).current_dir(d).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let run_dir = d.join("runs/smoke-mlm");
+    while last_logged_step(&run_dir) < 1 {
+        assert!(child.try_wait().unwrap().is_none(), "finished before the signals");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("sh").args(["-c", &format!("kill -INT {pid}; sleep 0.3; kill -INT {pid}")]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let resumed = run(&["pretrain", "--resume", "runs/smoke-mlm"], d);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let steps: Vec<u64> = train_losses(&run_dir).iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, (1..=4).collect::<Vec<_>>());
 }
 
 #[test]

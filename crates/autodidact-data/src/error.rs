@@ -20,13 +20,12 @@ pub enum DataError {
         detail: String,
     },
     /// An I/O error on a specific file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A JSONL line that is not valid JSON or lacks the text field.
     #[error("{path}:{line}: {message}")]
@@ -70,7 +69,7 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io { path: path.into(), error: source }
     }
 
     pub(crate) fn image(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {

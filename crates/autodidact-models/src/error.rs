@@ -14,12 +14,12 @@ pub enum ModelError {
         message: String,
     },
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A HuggingFace `config.json` is malformed or describes a model we cannot run.
     #[error("{}: {field}: {message}", path.display())]
@@ -43,7 +43,7 @@ pub enum ModelError {
 
 impl ModelError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io { path: path.to_path_buf(), error: source }
     }
 
     pub(crate) fn weights(path: &std::path::Path, message: impl std::fmt::Display) -> Self {

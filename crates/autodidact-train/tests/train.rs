@@ -74,6 +74,8 @@ mod toy {
     pub struct Batch {
         pub x: Vec<f32>,
         pub y: Vec<f32>,
+        /// Add `sqrt(0 · Σw)`: zero in the forward pass, a NaN gradient (0 · ∞) backwards.
+        pub grad_bomb: bool,
     }
 
     impl BatchSize for Batch {
@@ -92,16 +94,24 @@ mod toy {
             let x = Tensor::<2>::from_data(TensorData::new(batch.x.clone(), [n, 2]), device);
             let y = Tensor::<2>::from_data(TensorData::new(batch.y.clone(), [n, 1]), device);
             let diff = self.linear.forward(x) - y;
-            ObjectiveOutput { loss: (diff.clone() * diff).mean(), targets: n, metrics: Vec::new() }
+            let mut loss = (diff.clone() * diff).mean();
+            if batch.grad_bomb {
+                loss = loss + (self.linear.weight.val().sum() * 0.0).sqrt();
+            }
+            ObjectiveOutput { loss, targets: n, metrics: Vec::new() }
         }
     }
 
-    /// Batch `k` is a pure function of `k`; the batches listed in `poison` carry a NaN.
+    /// Batch `k` is a pure function of `k`; the batches listed in `poison` carry `value`
+    /// (NaN, an infinity) in one input.
     pub struct Stream {
         pub poison: Vec<u64>,
+        pub value: f32,
+        /// Batches whose loss is finite but whose gradient is NaN.
+        pub grad_bombs: Vec<u64>,
     }
 
-    fn batch(k: u64, nan: bool) -> Batch {
+    fn batch(k: u64, poison: Option<f32>) -> Batch {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for i in 0..8u64 {
             let a = ((k * 8 + i) as f32 * 0.37).sin();
@@ -109,19 +119,19 @@ mod toy {
             x.extend([a, b]);
             y.push(2.0 * a - b + 0.5);
         }
-        if nan {
-            x[3] = f32::NAN;
+        if let Some(value) = poison {
+            x[3] = value;
         }
-        Batch { x, y }
+        Batch { x, y, grad_bomb: false }
     }
 
     impl BatchStream for Stream {
         type Batch = Batch;
         fn train_batch(&mut self, k: u64) -> Batch {
-            batch(k, self.poison.contains(&k))
+            Batch { grad_bomb: self.grad_bombs.contains(&k), ..batch(k, self.poison.contains(&k).then_some(self.value)) }
         }
         fn eval_batches(&self) -> Vec<Batch> {
-            vec![batch(1_000_000, false)]
+            vec![batch(1_000_000, None)]
         }
     }
 }
@@ -149,9 +159,13 @@ fn toy_config(max_steps: u64, on_nonfinite: NonFinitePolicy) -> TrainConfig {
 }
 
 fn train_toy(root: &Path, cfg: &TrainConfig, poison: Vec<u64>, resume: bool) -> Result<(toy::Regression, TrainSummary), TrainError> {
+    train_toy_on(root, cfg, toy::Stream { poison, value: f32::NAN, grad_bombs: Vec::new() }, resume)
+}
+
+fn train_toy_on(root: &Path, cfg: &TrainConfig, stream: toy::Stream, resume: bool) -> Result<(toy::Regression, TrainSummary), TrainError> {
     let device = Device::flex().autodiff();
     let model = prepare_model(toy::Regression::new(2, &device), cfg.seed, &device);
-    train(model, toy::Stream { poison }, &device, &RunDir { root: root.to_path_buf() }, cfg, resume)
+    train(model, stream, &device, &RunDir { root: root.to_path_buf() }, cfg, resume)
 }
 
 fn checkpoint_steps(root: &Path) -> Vec<u64> {
@@ -177,6 +191,14 @@ fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_good_checkpoints() {
     for c in Checkpoints::new(dir.path().join("checkpoints")).list() {
         checkpoint::verify(&c.path).unwrap();
     }
+    // An infinite input: an infinite loss, the same stop.
+    let dir = tempfile::tempdir().unwrap();
+    let err = train_toy_on(dir.path(), &toy_config(12, NonFinitePolicy::Stop), toy::Stream { poison: vec![4], value: f32::INFINITY, grad_bombs: Vec::new() }, false).unwrap_err();
+    assert!(matches!(err, TrainError::NonFinite { what: "loss", step: 5, value } if value.is_infinite()), "{err}");
+    // A finite loss whose gradient is NaN: stopped on the gradient norm.
+    let dir = tempfile::tempdir().unwrap();
+    let err = train_toy_on(dir.path(), &toy_config(12, NonFinitePolicy::Stop), toy::Stream { poison: Vec::new(), value: 0.0, grad_bombs: vec![1] }, false).unwrap_err();
+    assert!(matches!(err, TrainError::NonFinite { what: "gradient norm", step: 2, .. }), "{err}");
 }
 
 #[test]
