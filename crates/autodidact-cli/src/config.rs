@@ -899,11 +899,21 @@ pub struct FrozenEvalSection {
     /// Learning rate of the linear probe.
     #[serde(default = "default_probe_lr")]
     pub probe_lr: f64,
+    /// Also evaluate every this many epochs during training (0 = at the end only).
+    #[serde(default)]
+    pub every_epochs: u64,
 }
 
 impl Default for FrozenEvalSection {
     fn default() -> Self {
-        Self { knn_k: default_knn_k(), knn_temperature: default_knn_temperature(), probe_l2: default_probe_l2(), probe_steps: default_probe_steps(), probe_lr: default_probe_lr() }
+        Self {
+            knn_k: default_knn_k(),
+            knn_temperature: default_knn_temperature(),
+            probe_l2: default_probe_l2(),
+            probe_steps: default_probe_steps(),
+            probe_lr: default_probe_lr(),
+            every_epochs: 0,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use autodidact_objectives::mae::MaskedAutoencoder;
 use autodidact_objectives::simclr::SimClr;
 use autodidact_train::checkpoint;
 use autodidact_train::probe::{ProbeConfig, linear_probe};
-use autodidact_train::trainer::{RunDir, TrainSummary, prepare_model, train};
+use autodidact_train::trainer::{PeriodicEval, RunDir, TrainSummary, prepare_model, train_with};
 use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::{Value, json};
@@ -177,9 +177,16 @@ pub fn run(config: &VisionConfig, run_dir: &Path, resume: bool, backend: Backend
         config.train.max_steps,
         config.train.batch_size
     );
+    let steps_per_epoch = stream.steps_per_epoch();
     let (summary, eval) = match build(config, &data.encoder, &device)? {
-        VisionModel::SimClr(m) => finish(train(announce(m), stream, &device, &run, &cfg, resume)?, config, &data, &device)?,
-        VisionModel::Mae(m) => finish(train(announce(m), stream, &device, &run, &cfg, resume)?, config, &data, &device)?,
+        VisionModel::SimClr(m) => {
+            let periodic = periodic(config, &data, &device, steps_per_epoch);
+            finish(train_with(announce(m), stream, &device, &run, &cfg, resume, periodic)?, config, &data, &device)?
+        }
+        VisionModel::Mae(m) => {
+            let periodic = periodic(config, &data, &device, steps_per_epoch);
+            finish(train_with(announce(m), stream, &device, &run, &cfg, resume, periodic)?, config, &data, &device)?
+        }
     };
     let report = json!({
         "run": config.run.name,
@@ -219,6 +226,26 @@ where
     let (model, inner) = (objective.valid(), device.clone().inner());
     let eval = frozen_eval(&|b: &ImageBatch| features(&model, b, &inner), config, data)?;
     Ok((summary, eval))
+}
+
+/// The frozen-feature evaluation every `eval.every_epochs` epochs during training (when the
+/// data has labels and a test set), logged as `frozen_knn_accuracy` and
+/// `frozen_linear_probe_accuracy` in `metrics.jsonl`.
+fn periodic<'a, O>(config: &'a VisionConfig, data: &'a VisionData, device: &Device, steps_per_epoch: u64) -> Option<PeriodicEval<'a, O>>
+where
+    O: Objective<Batch = ImageBatch> + ImageFeatures,
+{
+    let every = config.eval.every_epochs * steps_per_epoch;
+    if every == 0 || data.test.is_none() || data.train.labels.is_none() {
+        return None;
+    }
+    let inner = device.clone().inner();
+    let run = move |objective: &O| -> std::result::Result<std::collections::BTreeMap<String, f64>, String> {
+        let model = objective.valid();
+        let e = frozen_eval(&|b: &ImageBatch| features(&model, b, &inner), config, data).map_err(|e| format!("{e:#}"))?;
+        Ok(["knn_accuracy", "linear_probe_accuracy"].iter().filter_map(|k| e[*k].as_f64().map(|v| (format!("frozen_{k}"), v))).collect())
+    };
+    Some(PeriodicEval { every, run: Box::new(run) })
 }
 
 fn features<M: ImageFeatures>(model: &M, batch: &ImageBatch, device: &Device) -> Vec<f32> {

@@ -594,8 +594,13 @@ fn vision_run(config: &str, dir: &Path, extra: &[&str]) -> Output {
 fn simclr_smoke_learns_evaluates_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = vision_run("smoke-simclr.toml", d, &["--set", "train.max_steps=16", "--set", "train.batch_size=32", "--set", "train.eval_every=8", "--set", "train.checkpoint_every=8", "--set", "train.log_every=1", "--set", "run.name=full"]);
+    // With kNN and the linear probe every epoch during training too (243 training images in
+    // batches of 32: 7 steps an epoch), which must not change the training itself: the
+    // resumed run below, without them, ends with the same weights.
+    let out = vision_run("smoke-simclr.toml", d, &["--set", "train.max_steps=16", "--set", "train.batch_size=32", "--set", "train.eval_every=8", "--set", "train.checkpoint_every=8", "--set", "train.log_every=1", "--set", "run.name=full", "--set", "eval.every_epochs=1"]);
     assert!(out.status.success(), "{}", text(&out));
+    let periodic: Vec<u64> = metrics(&d.join("runs/full")).iter().filter(|m| m.get("frozen_knn_accuracy").is_some() && m.get("frozen_linear_probe_accuracy").is_some()).map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(periodic, vec![7, 14]);
     let s = summary(&d.join("runs/full"));
     assert_eq!(s["objective"], "simclr");
     assert!(s["eval_loss_drop"].as_f64().unwrap() > 0.0, "{s}");

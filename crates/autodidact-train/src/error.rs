@@ -47,6 +47,14 @@ pub enum TrainError {
         /// The checkpoint directory written on the way out.
         checkpoint: PathBuf,
     },
+    /// A periodic evaluation during training failed.
+    #[error("evaluation at step {step}: {message}")]
+    Evaluation {
+        /// The step.
+        step: u64,
+        /// What went wrong.
+        message: String,
+    },
     /// The data pipeline stopped (its thread panicked or ended early).
     #[error("the data pipeline stopped unexpectedly at batch {0}")]
     DataPipeline(u64),

@@ -188,6 +188,17 @@ pub fn prepare_model<M: Module>(model: M, seed: u64, device: &Device) -> M {
     with_stable_ids(model)
 }
 
+/// An evaluation the trainer runs every `every` steps besides its own held-out loss (e.g.
+/// kNN and linear-probe accuracy of frozen features). Its figures go to `metrics.jsonl` on
+/// the evaluation line of that step; it must not change the objective (training after it is
+/// bit-identical to training without it).
+pub struct PeriodicEval<'a, O> {
+    /// Steps between evaluations (not at the last step: the caller evaluates the final model).
+    pub every: u64,
+    /// The evaluation: named figures, or a message.
+    pub run: Box<dyn FnMut(&O) -> std::result::Result<BTreeMap<String, f64>, String> + 'a>,
+}
+
 /// Runs (or resumes) training.
 ///
 /// `objective` must be built on `device` (an autodiff device) and passed through
@@ -197,7 +208,19 @@ pub fn prepare_model<M: Module>(model: M, seed: u64, device: &Device) -> M {
 ///
 /// # Errors
 /// I/O failures in the run directory, a non-finite loss or gradient, a dead data thread.
-pub fn train<O, S>(mut objective: O, mut stream: S, device: &Device, run: &RunDir, cfg: &TrainConfig, resume: bool) -> Result<(O, TrainSummary)>
+pub fn train<O, S>(objective: O, stream: S, device: &Device, run: &RunDir, cfg: &TrainConfig, resume: bool) -> Result<(O, TrainSummary)>
+where
+    O: Objective,
+    S: BatchStream<Batch = O::Batch>,
+{
+    train_with(objective, stream, device, run, cfg, resume, None)
+}
+
+/// [`train`] with a [`PeriodicEval`].
+///
+/// # Errors
+/// As [`train`], and a failed periodic evaluation.
+pub fn train_with<O, S>(mut objective: O, mut stream: S, device: &Device, run: &RunDir, cfg: &TrainConfig, resume: bool, mut periodic: Option<PeriodicEval<'_, O>>) -> Result<(O, TrainSummary)>
 where
     O: Objective,
     S: BatchStream<Batch = O::Batch>,
@@ -339,6 +362,11 @@ where
                 }
             }
             state.last_eval = eval;
+        }
+        if let Some(p) = periodic.as_mut().filter(|p| p.every > 0 && state.step % p.every == 0 && !last) {
+            let figures = (p.run)(&objective).map_err(|message| TrainError::Evaluation { step: state.step, message })?;
+            log_eval(&mut log, state.step, &figures)?;
+            bar.println(format!("step {:>6}  {}", state.step, format_eval(&figures)));
         }
         let interrupted = signals.as_ref().is_some_and(StopOnSignal::requested) && !last;
         if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || last || interrupted {
