@@ -88,6 +88,24 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
+/// `Tokenizer::from_bytes`, with its panics turned into errors: `tokenizers` 0.22 `expect`s
+/// in some deserializers (found by `fuzz/fuzz_targets/tokenizer.rs`), so a malformed
+/// `tokenizer.json` must not reach it unguarded. The panic hook is silenced meanwhile, so the
+/// user sees one error, not a panic message.
+fn parse_tokenizer(bytes: &[u8]) -> std::result::Result<Tokenizer, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(parsed) => parsed.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(format!("malformed (the tokenizers library rejected it: {why})"))
+        }
+    }
+}
+
 fn tok_err(path: &Path, e: impl std::fmt::Display) -> DataError {
     DataError::Tokenizer { path: path.to_path_buf(), message: e.to_string() }
 }
@@ -244,7 +262,8 @@ impl TextTokenizer {
     /// Unreadable or malformed file, or special tokens not found.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(path, e))?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| tok_err(path, format!("not valid JSON: {e}")))?;
+        let inner = parse_tokenizer(&bytes).map_err(|e| tok_err(path, e))?;
         let special = lookup_specials(&inner, &BERT_SPECIALS)
             .or_else(|| lookup_specials(&inner, &ROBERTA_SPECIALS))
             .ok_or_else(|| {

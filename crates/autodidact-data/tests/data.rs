@@ -171,6 +171,22 @@ fn loading_a_bad_tokenizer_file_names_it() {
     write(&path, b"{ not json");
     let err = TextTokenizer::load(&path).unwrap_err();
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
+
+    // Found by the tokenizer fuzz target: `tokenizers` 0.22 panics on some malformed files
+    // (a control character inside the decoder's JSON; a valid-JSON but malformed
+    // `Precompiled` normalizer). Both must be errors naming the file, not panics.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../autodidact-models/tests/fixtures/hf-bert-tiny/tokenizer.json");
+    let good = std::fs::read_to_string(&fixture).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
+    json["decoder"] = serde_json::json!({ "type": "WordPiece", "prefix": "##", "cleanup": true });
+    let text = serde_json::to_string_pretty(&json).unwrap().replace("\"prefix\": \"##\"", "\"prefix\": \"#\u{1}#\"");
+    write(&path, text.as_bytes());
+    let err = TextTokenizer::load(&path).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("not valid JSON"), "{err}");
+    json["normalizer"] = serde_json::json!({ "type": "Precompiled", "precompiled_charsmap": 5 });
+    write(&path, serde_json::to_string(&json).unwrap().as_bytes());
+    let err = std::panic::catch_unwind(|| TextTokenizer::load(&path)).expect("no panic").unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("rejected it"), "{err}");
 }
 
 #[test]
