@@ -42,6 +42,7 @@ status=0
 printf '%-12s %8s %12s %10s %8s %s\n' target seconds executions "corpus" crashes result
 for t in "${targets[@]}"; do
   log=$(mktemp)
+  marker=$(mktemp)
   start=$(date +%s)
   if cargo +nightly fuzz run --target-dir "$target_dir" "$t" "$corpus/$t" -- \
       -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 -timeout=60 -max_len=65536 >"$log" 2>&1; then
@@ -50,9 +51,13 @@ for t in "${targets[@]}"; do
     result="FAILED (see $log)"
     status=1
   fi
-  ran=$(( $(date +%s) - start ))
+  # libFuzzer's own count and time ("Done N runs in S second(s)"); the wall time when it
+  # stopped on a crash.
+  ran=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1)
+  ran=${ran:-$(( $(date +%s) - start ))}
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1)
-  crashes=$(find "fuzz/artifacts/$t" -type f 2>/dev/null | wc -l)
+  crashes=$(find "fuzz/artifacts/$t" -type f -newer "$marker" 2>/dev/null | wc -l)
+  rm -f "$marker"
   printf '%-12s %8s %12s %10s %8s %s\n' "$t" "$ran" "${execs:-?}" "$(ls "$corpus/$t" | wc -l)" "$crashes" "$result"
   [ "$result" = ok ] && rm -f "$log"
 done
