@@ -211,13 +211,19 @@ const EXIT_DID_NOT_LEARN: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 4;
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let resumable = matches!(cli.command, Command::Pretrain(_));
+    match run(cli) {
         Ok(code) => code,
         Err(e) => match e.downcast_ref::<TrainError>() {
             Some(TrainError::Interrupted { step, checkpoint }) => {
                 let run_dir = checkpoint.parent().and_then(std::path::Path::parent).unwrap_or(checkpoint);
                 eprintln!("interrupted: stopped after step {step} and wrote {}", checkpoint.display());
-                eprintln!("continue with: autodidact pretrain --resume {}", run_dir.display());
+                if resumable {
+                    eprintln!("continue with: autodidact pretrain --resume {}", run_dir.display());
+                } else {
+                    eprintln!("fine-tuning runs do not resume yet: run the command again (with --overwrite)");
+                }
                 ExitCode::from(EXIT_INTERRUPTED)
             }
             _ => {
