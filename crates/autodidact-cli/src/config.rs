@@ -429,26 +429,26 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> R
     T::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
 }
 
-/// A resumed run keeps the model and objective its checkpoints were written for. Refuses a
-/// config or `--set` overrides that change them (other than `model.init_from`, which a resumed
-/// run ignores), before anything in the run directory is rewritten. `T` is the config schema.
+/// A resumed run keeps the model and objective its checkpoints were written for. Refuses an
+/// `asked` config (file plus `--set` overrides, already loaded) that changes them (other than
+/// `model.init_from`, which a resumed run ignores), before anything in the run directory is
+/// rewritten. `T` is the config schema.
 ///
 /// # Errors
-/// The run's `config.toml` or the asked config cannot be read, or they differ in shape.
-pub fn check_resume<T: serde::de::DeserializeOwned + Serialize>(run_dir: &Path, config_path: &Path, overrides: &[String]) -> Result<()> {
-    let resolved = |path: &Path, overrides: &[String]| -> Result<toml::Table> {
-        let config: T = parse(path, overrides)?;
-        match toml::Value::try_from(&config).context("cannot serialize the config")? {
+/// The run's `config.toml` cannot be read, or the configs differ in shape.
+pub fn check_resume<T: serde::de::DeserializeOwned + Serialize>(run_dir: &Path, asked: &T) -> Result<()> {
+    let table = |config: &T| -> Result<toml::Table> {
+        match toml::Value::try_from(config).context("cannot serialize the config")? {
             toml::Value::Table(t) => Ok(t),
-            _ => bail!("{}: not a table", path.display()),
+            _ => bail!("the config is not a table"),
         }
     };
-    let saved = resolved(&run_dir.join("config.toml"), &[])?;
-    let asked = resolved(config_path, overrides)?;
+    let saved = table(&parse::<T>(&run_dir.join("config.toml"), &[])?)?;
+    let asked = table(asked)?;
     for section in ["model", "objective"] {
         let empty = toml::Table::new();
-        let table = |t: &toml::Table| t.get(section).and_then(toml::Value::as_table).cloned().unwrap_or_else(|| empty.clone());
-        let (old, new) = (table(&saved), table(&asked));
+        let section_of = |t: &toml::Table| t.get(section).and_then(toml::Value::as_table).cloned().unwrap_or_else(|| empty.clone());
+        let (old, new) = (section_of(&saved), section_of(&asked));
         let mut keys: Vec<&String> = old.keys().chain(new.keys()).filter(|k| *k != "init_from").collect();
         keys.sort();
         keys.dedup();

@@ -1,6 +1,5 @@
 //! `autodidact`: self-supervised pretraining of compact specialist models.
 
-
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -290,7 +289,7 @@ fn vision_pretrain(args: &PretrainCli, path: &std::path::Path) -> Result<ExitCod
     let config = config::load_vision(path, &args.run.set)?;
     let run_dir = match &args.resume {
         Some(dir) => {
-            config::check_resume::<config::VisionConfig>(dir, path, &args.run.set)?;
+            config::check_resume(dir, &config)?;
             dir.clone()
         }
         None => {
@@ -340,7 +339,7 @@ fn pretrain(args: PretrainCli) -> Result<ExitCode> {
         (Some(run_dir), config) => {
             let path = config.clone().unwrap_or_else(|| run_dir.join("config.toml"));
             let loaded = config::load(&path, &args.run.set)?;
-            config::check_resume::<config::Config>(run_dir, &path, &args.run.set)?;
+            config::check_resume(run_dir, &loaded)?;
             (loaded, run_dir.clone())
         }
         (None, Some(path)) => {
