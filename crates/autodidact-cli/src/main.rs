@@ -210,6 +210,7 @@ const EXIT_DID_NOT_LEARN: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 4;
 
 fn main() -> ExitCode {
+    autodidact_core::alloc::retain_freed_memory();
     let cli = Cli::parse();
     let resumable = matches!(cli.command, Command::Pretrain(_));
     match run(cli) {

@@ -1,6 +1,7 @@
 //! `autodidact pretrain`: corpus → tokenizer → shards → model → trainer → summary.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use autodidact_core::batch::MlmBatch;
@@ -85,6 +86,7 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let source = TextSource::open(&config.data.path, config.data.format, &config.data.text_field).context("data.path")?;
     let tokenizer_path = run_dir.join("tokenizer.json");
     let t = config.tokenizer();
+    let mut prep = Preparation::default();
     let resuming = resume && tokenizer_path.exists();
     // Weights (and tokenizer) from `init_from`, unless resuming, when the run has its own.
     let pretrained = match &config.model.init_from {
@@ -100,7 +102,10 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     } else {
         eprintln!("training a {:?} tokenizer (vocab {}) on {} file(s) ...", t.kind, t.vocab_size, source.num_files());
         let spec = TokenizerTrainSpec { kind: t.kind, vocab_size: t.vocab_size, lowercase: t.lowercase, min_frequency: t.min_frequency };
-        TextTokenizer::train(&source, &spec)?.0
+        let start = Instant::now();
+        let trained = TextTokenizer::train(&source, &spec)?.0;
+        prep.tokenizer_s = Some(start.elapsed().as_secs_f64());
+        trained
     };
     tokenizer.save(&tokenizer_path)?;
     let vocab_size = tokenizer.vocab_size();
@@ -108,7 +113,16 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let opts = ShardOptions { heldout_fraction: config.data.heldout_fraction, seed: config.run.seed, ..ShardOptions::default() };
     let shard_dir = run_dir.join("shards");
     eprintln!("tokenizing the corpus into {} ...", shard_dir.display());
+    let start = Instant::now();
     let index = shards::build_or_reuse(&source, &tokenizer, &shard_dir, &opts)?;
+    prep.shards_s = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{:.1} MB of text, {} tokens; tokenized and sharded in {:.1} s ({:.1} MB/s; shards are reused when the corpus and tokenizer are unchanged)",
+        index.source.bytes as f64 / 1e6,
+        index.train.tokens + index.heldout.tokens,
+        prep.shards_s,
+        index.source.bytes as f64 / 1e6 / prep.shards_s.max(1e-9),
+    );
     for skipped in &index.source.files_skipped {
         eprintln!("warning: skipped unreadable file {skipped}");
     }
@@ -170,7 +184,7 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
             (train(objective, data, &device, &run, &train_cfg, resume)?.1, import)
         }
     };
-    let mut report = summary_json(&config, &run_dir, &summary, &index, baseline.as_ref(), backend);
+    let mut report = summary_json(&config, &run_dir, &summary, &index, &prep, baseline.as_ref(), backend);
     if let Some(import) = import {
         report["init_from"] = import;
     }
@@ -209,7 +223,16 @@ fn unigram_baseline(index: &ShardIndex, eval: &[MlmBatch], specials: &[u32]) -> 
     Baseline { accuracy: hits as f64 / n, loss: nll / n }
 }
 
-fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &ShardIndex, baseline: Option<&Baseline>, backend: Backend) -> serde_json::Value {
+/// Wall times of data preparation in this process.
+#[derive(Debug, Default)]
+struct Preparation {
+    /// Tokenizer training, when this run trained one.
+    tokenizer_s: Option<f64>,
+    /// Tokenizing and sharding the corpus (near zero when the shards were reused).
+    shards_s: f64,
+}
+
+fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &ShardIndex, prep: &Preparation, baseline: Option<&Baseline>, backend: Backend) -> serde_json::Value {
     json!({
         "run": config.run.name,
         "run_dir": run_dir,
@@ -235,6 +258,8 @@ fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &Shard
             "invalid_utf8_documents": index.source.invalid_utf8_documents,
             "bad_jsonl_lines": index.source.bad_lines,
             "bytes": index.source.bytes,
+            "tokenizer_training_s": prep.tokenizer_s,
+            "sharding_s": prep.shards_s,
             "train_tokens": index.train.tokens,
             "heldout_tokens": index.heldout.tokens,
             "vocab_size": index.vocab_size,

@@ -787,9 +787,9 @@ fn a_second_signal_exits_at_once_and_the_run_still_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = repo().join("configs/smoke-mlm.toml");
-    // Big batches make a step last about a second, so both signals land inside one step
+    // Big batches make a step last seconds, so both signals land inside one step
     // (standard signals sent back to back would merge into one).
-    let sets = ["train.batch_size=256", "train.max_steps=4", "train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=1"];
+    let sets = ["train.batch_size=1024", "train.max_steps=4", "train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=1"];
     let mut args = vec!["pretrain".to_string(), cfg.display().to_string(), "--output-dir".into(), "runs".into()];
     args.extend(sets.iter().flat_map(|kv| ["--set".to_string(), kv.to_string()]));
     let mut child = bin().args(&args).current_dir(d).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
@@ -799,7 +799,7 @@ fn a_second_signal_exits_at_once_and_the_run_still_resumes() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let pid = child.id().to_string();
-    assert!(Command::new("sh").args(["-c", &format!("kill -INT {pid}; sleep 0.3; kill -INT {pid}")]).status().unwrap().success());
+    assert!(Command::new("sh").args(["-c", &format!("kill -INT {pid}; sleep 0.1; kill -INT {pid}")]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let resumed = run(&["pretrain", "--resume", "runs/smoke-mlm"], d);
     assert!(resumed.status.success(), "{}", text(&resumed));

@@ -5,6 +5,7 @@
 //! only [`objective::Objective`], the data crate only produces [`batch`] types.
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod batch;
 pub mod eval;
 pub mod fsutil;

@@ -19,6 +19,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::dropout;
 use crate::error::ModelError;
 
 /// BERT hyper-parameters; field names and meaning follow HF's `BertConfig`.
@@ -266,7 +267,7 @@ impl BertEmbeddings {
         let x = self.word_embeddings.forward(input_ids) // (B, T, H)
             + self.position_embeddings.forward(positions) // (1, T, H)
             + self.token_type_embeddings.forward(token_type_ids);
-        self.dropout.forward(self.layer_norm.forward(x))
+        dropout(&self.dropout, self.layer_norm.forward(x))
     }
 }
 
@@ -291,9 +292,9 @@ pub struct BertLayer {
 impl BertLayer {
     fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<4>>) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
-        let x = self.attention.output.layer_norm.forward(self.attention.output.dropout.forward(self.attention.output.dense.forward(attn)) + x);
+        let x = self.attention.output.layer_norm.forward(dropout(&self.attention.output.dropout, self.attention.output.dense.forward(attn)) + x);
         let h = gelu(self.intermediate.dense.forward(x.clone()));
-        self.output.layer_norm.forward(self.output.dropout.forward(self.output.dense.forward(h)) + x)
+        self.output.layer_norm.forward(dropout(&self.output.dropout, self.output.dense.forward(h)) + x)
     }
 }
 
@@ -335,7 +336,7 @@ impl BertSelfAttention {
         if let Some(bias) = mask_bias {
             scores = scores + bias;
         }
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = dropout(&self.dropout, softmax(scores, 3));
         probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]) // (B, T, H)
     }
 }

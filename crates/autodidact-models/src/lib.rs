@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod bert;
+pub mod cpu;
 pub mod error;
 pub mod heads;
 pub mod hf;

@@ -1,6 +1,8 @@
 //! BERT against HuggingFace transformers: logit parity on a transformers-saved checkpoint,
 //! bit-exact export/import round trips, and clear errors for checkpoints that do not fit.
 
+#[path = "support/cpu_kernels.rs"]
+mod cpu_kernels;
 #[path = "support/hf_fixture.rs"]
 mod hf_fixture;
 

@@ -1,0 +1,97 @@
+//! The fast CPU paths of `autodidact_models::cpu` against burn's own operations.
+
+use autodidact_models::cpu;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{DropoutConfig, PaddingConfig2d};
+use burn::tensor::{Device, Distribution, Tensor};
+
+fn flex() -> Device {
+    Device::flex().autodiff()
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 tensor")
+}
+
+fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 1e-5 * scale * 10.0, "{what}[{i}]: {x} vs burn's {y} (scale {scale})");
+    }
+}
+
+/// Output, input gradient and weight (and bias) gradients of `conv` on `x` under the loss
+/// `Σ y · r`, computed by `forward`.
+fn conv_grads(conv: &Conv2d, x: &Tensor<4>, r: &Tensor<4>, forward: impl Fn(&Conv2d, Tensor<4>) -> Tensor<4>) -> Vec<Vec<f32>> {
+    let x = x.clone().require_grad();
+    let y = forward(conv, x.clone());
+    let grads = (y.clone() * r.clone()).sum().backward();
+    let mut out = vec![values(y), values(x.grad(&grads).expect("x grad")), values(conv.weight.val().grad(&grads).expect("weight grad"))];
+    if let Some(b) = &conv.bias {
+        out.push(values(b.val().grad(&grads).expect("bias grad")));
+    }
+    out
+}
+
+#[test]
+fn fast_convolution_matches_burn_with_its_gradients() {
+    let device = flex();
+    assert!(cpu::is_flex(&device), "the fast path is taken on flex");
+    device.seed(7);
+    // (in, out, kernel, stride, padding, bias, input height, width)
+    let cases = [(3, 4, 3, 1, 1, false, 7, 6), (5, 8, 3, 2, 1, false, 9, 8), (4, 6, 1, 2, 0, false, 8, 8), (2, 3, 3, 1, 0, true, 5, 7), (3, 2, 5, 2, 2, false, 11, 10)];
+    for (cin, cout, k, stride, pad, bias, h, w) in cases {
+        let conv = Conv2dConfig::new([cin, cout], [k, k]).with_stride([stride, stride]).with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad)).with_bias(bias).init(&device);
+        let x = Tensor::<4>::random([3, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let ho = (h + 2 * pad - k) / stride + 1;
+        let wo = (w + 2 * pad - k) / stride + 1;
+        let r = Tensor::<4>::random([3, cout, ho, wo], Distribution::Normal(0.0, 1.0), &device);
+        let ours = conv_grads(&conv, &x, &r, cpu::conv2d);
+        let burns = conv_grads(&conv, &x, &r, |c, x| c.forward(x));
+        for ((name, a), b) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(&ours).zip(&burns) {
+            assert_close(&format!("{name} of case in {cin} out {cout} k {k} stride {stride} pad {pad}"), a, b);
+        }
+    }
+}
+
+#[test]
+fn fast_convolution_without_autodiff_is_the_forward() {
+    let device = Device::flex();
+    device.seed(1);
+    let conv = Conv2dConfig::new([2, 3], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&device);
+    let x = Tensor::<4>::random([2, 2, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+    assert_close("output", &values(cpu::conv2d(&conv, x.clone())), &values(conv.forward(x)));
+}
+
+#[test]
+fn fast_dropout_zeroes_at_the_rate_scales_the_rest_and_follows_the_seed() {
+    let device = flex();
+    let layer = DropoutConfig::new(0.25).init();
+    let x = Tensor::<2>::ones([300, 400], &device);
+    let draw = |seed| {
+        device.seed(seed);
+        values(cpu::dropout(&layer, x.clone()))
+    };
+    let a = draw(3);
+    let n = a.len() as f64;
+    let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64;
+    // 120,000 Bernoulli(0.25) draws: the standard deviation of the rate is 0.00125.
+    assert!((zeros / n - 0.25).abs() < 0.01, "dropped fraction {}", zeros / n);
+    assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6), "kept values are scaled by 1/keep");
+    assert_eq!(a, draw(3), "same device seed, same mask");
+    assert_ne!(a, draw(4), "another seed, another mask");
+    // Both halves of the mask vary (chunks are seeded independently, not repeated).
+    assert_ne!(a[..1000], a[a.len() - 1000..]);
+
+    // Gradient: the mask itself.
+    device.seed(3);
+    let xg = x.clone().require_grad();
+    let y = cpu::dropout(&layer, xg.clone());
+    let grad = values(xg.grad(&y.sum().backward()).expect("grad"));
+    assert_eq!(grad, a);
+
+    // Outside training it is the identity, as burn's dropout.
+    let inference = Tensor::<2>::ones([3, 4], &Device::flex());
+    assert_eq!(values(cpu::dropout(&layer, inference.clone())), values(inference));
+}
