@@ -15,11 +15,10 @@ use burn::module::{Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::dropout;
+use crate::cpu::{dropout, gelu, layer_norm, linear, softmax};
 use crate::error::ModelError;
 
 /// BERT hyper-parameters; field names and meaning follow HF's `BertConfig`.
@@ -102,6 +101,7 @@ impl BertConfig {
             encoder: BertEncoder { layer: (0..self.num_hidden_layers).map(|_| self.init_layer(device)).collect() },
             num_attention_heads: self.num_attention_heads,
             hidden_size: h,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 
@@ -212,6 +212,7 @@ pub struct BertModel {
     pub encoder: BertEncoder,
     num_attention_heads: usize,
     hidden_size: usize,
+    layer_norm_eps: f64,
 }
 
 impl BertModel {
@@ -226,9 +227,10 @@ impl BertModel {
             let zeros = Tensor::<2>::zeros([b, t], &m.device());
             zeros.mask_fill(m.bool_not(), -1.0e9).reshape([b, 1, 1, t])
         });
-        let mut x = self.embeddings.forward(input.input_ids, input.token_type_ids);
+        let eps = self.layer_norm_eps;
+        let mut x = self.embeddings.forward(input.input_ids, input.token_type_ids, eps);
         for layer in &self.encoder.layer {
-            x = layer.forward(x, mask_bias.clone());
+            x = layer.forward(x, mask_bias.clone(), eps);
         }
         x
     }
@@ -260,14 +262,14 @@ pub struct BertEmbeddings {
 }
 
 impl BertEmbeddings {
-    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>, eps: f64) -> Tensor<3> {
         let [_, t] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]);
         let x = self.word_embeddings.forward(input_ids) // (B, T, H)
             + self.position_embeddings.forward(positions) // (1, T, H)
             + self.token_type_embeddings.forward(token_type_ids);
-        dropout(&self.dropout, self.layer_norm.forward(x))
+        dropout(&self.dropout, layer_norm(&self.layer_norm, eps, x))
     }
 }
 
@@ -290,11 +292,11 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<4>>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<4>>, eps: f64) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
-        let x = self.attention.output.layer_norm.forward(dropout(&self.attention.output.dropout, self.attention.output.dense.forward(attn)) + x);
-        let h = gelu(self.intermediate.dense.forward(x.clone()));
-        self.output.layer_norm.forward(dropout(&self.output.dropout, self.output.dense.forward(h)) + x)
+        let x = layer_norm(&self.attention.output.layer_norm, eps, dropout(&self.attention.output.dropout, linear(&self.attention.output.dense, attn)) + x);
+        let h = gelu(linear(&self.intermediate.dense, x.clone()));
+        layer_norm(&self.output.layer_norm, eps, dropout(&self.output.dropout, linear(&self.output.dense, h)) + x)
     }
 }
 
@@ -329,14 +331,14 @@ impl BertSelfAttention {
         let [b, t, h] = x.dims();
         let (nh, hd) = (self.num_heads, h / self.num_heads);
         let heads = |y: Tensor<3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2); // (B, nh, T, hd)
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let q = heads(linear(&self.query, x.clone()));
+        let k = heads(linear(&self.key, x.clone()));
+        let v = heads(linear(&self.value, x));
         let mut scores = q.matmul(k.transpose()) * (1.0 / (hd as f64).sqrt()); // (B, nh, T, T)
         if let Some(bias) = mask_bias {
             scores = scores + bias;
         }
-        let probs = dropout(&self.dropout, softmax(scores, 3));
+        let probs = dropout(&self.dropout, softmax(scores));
         probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]) // (B, T, H)
     }
 }
@@ -449,7 +451,7 @@ impl BertForMaskedLM {
     /// - `hidden`: `[rows, hidden]`; output: `[rows, vocab]`
     fn predict(&self, hidden: Tensor<2>) -> Tensor<2> {
         let head = &self.cls.predictions;
-        let x = head.transform.layer_norm.forward(gelu(head.transform.dense.forward(hidden)));
+        let x = layer_norm(&head.transform.layer_norm, self.bert.layer_norm_eps, gelu(head.transform.dense.forward(hidden)));
         let decoder = self.bert.embeddings.word_embeddings.weight.val(); // (V, H)
         x.matmul(decoder.transpose()) + head.bias.val().unsqueeze_dim(0) // (rows, V)
     }

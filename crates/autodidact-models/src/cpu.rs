@@ -9,7 +9,11 @@
 //!   generator; here the mask comes from per-chunk xoshiro generators on all cores, seeded from
 //!   the device's generator (so runs stay reproducible under `device.seed`).
 //!
-//! On other devices (ndarray, wgpu) both fall back to burn's own operations. The results are
+//! - [`gelu`], [`softmax`], [`layer_norm`]: one parallel pass forward and one backward, where
+//!   burn records softmax and LayerNorm as chains of small single-threaded operations and
+//!   computes GELU's erf with a scalar libm call.
+//!
+//! On other devices (ndarray, wgpu) all of them fall back to burn's own operations. The results are
 //! the same functions: tests compare them with burn's on the same inputs.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -20,7 +24,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::nn::{Dropout, PaddingConfig2d};
+use burn::nn::attention::{MhaInput, MultiHeadAttention};
+use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
+use burn::nn::activation::Activation;
+use burn::nn::{Dropout, LayerNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Distribution, Shape, Slice, Tensor, TensorData};
 use rand::rngs::SmallRng;
@@ -210,4 +217,360 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         }
     });
     x * Tensor::from_data(TensorData::new(mask, shape), &device)
+}
+
+/// Rows per parallel task of the row-wise kernels.
+const ROWS_PER_TASK: usize = 64;
+/// Elements per parallel task of the elementwise kernels.
+const ELEMENTS_PER_TASK: usize = 1 << 14;
+
+/// The f32 values of `t` in row-major order (a copy only when `t` is not contiguous).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn slice_of(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().unwrap_or(&[])
+}
+
+fn tensor_like(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, like.shape()))
+}
+
+/// `out[i] = f(a[i], b[i])` in parallel chunks.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    a.par_iter().zip(b).with_min_len(ELEMENTS_PER_TASK).map(|(&a, &b)| f(a, b)).collect()
+}
+
+/// `(Φ(x), φ(x))`, the standard normal CDF and density, with erf to within 1.5e-7
+/// (Abramowitz & Stegun 7.1.26), sharing its one `exp` with the density.
+fn normal_cdf_pdf(x: f32) -> (f32, f32) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
+    let z = x.abs() * FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let gauss = (-z * z).exp(); // exp(-x²/2)
+    let erf = 1.0 - t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4])))) * gauss;
+    let erf = if x >= 0.0 { erf } else { -erf };
+    (0.5 * (1.0 + erf), FRAC_1_SQRT_2PI * gauss)
+}
+
+/// GELU with the exact (erf) form, `x · Φ(x)`, as burn's and BERT's.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !is_flex(&x.device()) {
+        return burn::tensor::activation::gelu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::gelu_exact(x.into_dispatch()))
+}
+
+/// Softmax over the last dimension.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !is_flex(&x.device()) {
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::softmax_last(x.into_dispatch()))
+}
+
+/// `layer` (LayerNorm over the last dimension, built with `epsilon`) applied to `x`, as
+/// [`LayerNorm::forward`]. burn keeps a LayerNorm's epsilon private, so callers pass the value
+/// they configured it with.
+pub fn layer_norm<const D: usize>(layer: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    let Some(beta) = layer.beta.as_ref().filter(|_| is_flex(&x.device())) else {
+        return layer.forward(x);
+    };
+    let out = <Dispatch as FastOps>::layer_norm_last(x.into_dispatch(), layer.gamma.val().into_dispatch(), beta.val().into_dispatch(), epsilon);
+    Tensor::from_dispatch(out)
+}
+
+/// Fused row-wise and elementwise operations with their backward passes.
+#[backend_extension(Flex, Autodiff)]
+pub trait FastOps: Backend {
+    /// `x · Φ(x)`.
+    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax over the last dimension.
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `(x − mean) / sqrt(var + eps) · gamma + beta` over the last dimension.
+    fn layer_norm_last(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π).
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+fn gelu_forward(x: &FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let xs = slice_of(&x);
+    tensor_like(zip_map(xs, xs, |v, _| v * normal_cdf_pdf(v).0), &x)
+}
+
+fn softmax_forward(x: &FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let shape = x.shape();
+    let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
+    let xs = slice_of(&x);
+    let mut out = vec![0.0f32; xs.len()];
+    out.par_chunks_mut(cols * ROWS_PER_TASK).zip(xs.par_chunks(cols * ROWS_PER_TASK)).for_each(|(o, x)| {
+        for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0f32;
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = (v - max).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+    });
+    tensor_like(out, &x)
+}
+
+/// Per-row mean and 1/σ of the LayerNorm input, and its output.
+fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<f32>, Vec<f32>) {
+    let x = contiguous(x);
+    let (gamma, beta) = (contiguous(gamma), contiguous(beta));
+    let (g, b) = (slice_of(&gamma), slice_of(&beta));
+    let cols = g.len().max(1);
+    let xs = slice_of(&x);
+    let rows = xs.len() / cols;
+    let mut out = vec![0.0f32; xs.len()];
+    let mut mean = vec![0.0f32; rows];
+    let mut rstd = vec![0.0f32; rows];
+    out.par_chunks_mut(cols * ROWS_PER_TASK)
+        .zip(xs.par_chunks(cols * ROWS_PER_TASK))
+        .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
+        .for_each(|((o, x), (mean, rstd))| {
+            for (((o, x), mean), rstd) in o.chunks_mut(cols).zip(x.chunks(cols)).zip(mean).zip(rstd) {
+                let m = x.iter().sum::<f32>() / cols as f32;
+                let var = x.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() / cols as f32;
+                (*mean, *rstd) = (m, 1.0 / (var + epsilon as f32).sqrt());
+                for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(g).zip(b) {
+                    *o = (v - *mean) * *rstd * g + b;
+                }
+            }
+        });
+    (tensor_like(out, &x), mean, rstd)
+}
+
+impl FastOps for Flex {
+    fn gelu_exact(x: FlexTensor) -> FlexTensor {
+        gelu_forward(&x)
+    }
+
+    fn softmax_last(x: FlexTensor) -> FlexTensor {
+        softmax_forward(&x)
+    }
+
+    fn layer_norm_last(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
+        layer_norm_forward(&x, &gamma, &beta, epsilon).0
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let x = contiguous(&ops.state);
+        if let Some(node) = node {
+            // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+            let dx = zip_map(slice_of(&x), slice_of(&grad), |v, g| {
+                let (cdf, pdf) = normal_cdf_pdf(v);
+                g * (cdf + v * pdf)
+            });
+            grads.register::<Flex>(node.id, tensor_like(dx, &x));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    /// The softmax output.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let y = contiguous(&ops.state);
+        let Some(node) = node else { return };
+        let shape = y.shape();
+        let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
+        let (ys, gs) = (slice_of(&y), slice_of(&grad));
+        let mut dx = vec![0.0f32; ys.len()];
+        // dx = y ⊙ (dy − Σ dy ⊙ y), per row
+        dx.par_chunks_mut(cols * ROWS_PER_TASK).zip(ys.par_chunks(cols * ROWS_PER_TASK)).zip(gs.par_chunks(cols * ROWS_PER_TASK)).for_each(|((d, y), g)| {
+            for ((d, y), g) in d.chunks_mut(cols).zip(y.chunks(cols)).zip(g.chunks(cols)) {
+                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                    *d = y * (g - dot);
+                }
+            }
+        });
+        grads.register::<Flex>(node.id, tensor_like(dx, &y));
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// Input, gamma, per-row mean and 1/σ.
+    type State = (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let (x, gamma, mean, rstd) = ops.state;
+        let (x, gamma) = (contiguous(&x), contiguous(&gamma));
+        let (xs, gs, g) = (slice_of(&x), slice_of(&grad), slice_of(&gamma));
+        let cols = g.len().max(1);
+        let chunk = cols * ROWS_PER_TASK;
+        // dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy: partial sums per task, then added.
+        let (dgamma, dbeta) = xs
+            .par_chunks(chunk)
+            .zip(gs.par_chunks(chunk))
+            .zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK)))
+            .map(|((x, dy), (mean, rstd))| {
+                let (mut dg, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+                for (((x, dy), &m), &r) in x.chunks(cols).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
+                    for (((dg, db), &v), &d) in dg.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
+                        *dg += d * (v - m) * r;
+                        *db += d;
+                    }
+                }
+                (dg, db)
+            })
+            .reduce(
+                || (vec![0.0f32; cols], vec![0.0f32; cols]),
+                |(mut a, mut b), (c, d)| {
+                    a.iter_mut().zip(&c).for_each(|(a, c)| *a += c);
+                    b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
+                    (a, b)
+                },
+            );
+        if let Some(node) = node_x {
+            // dx = (1/σ) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
+            let mut dx = vec![0.0f32; xs.len()];
+            dx.par_chunks_mut(chunk).zip(xs.par_chunks(chunk)).zip(gs.par_chunks(chunk)).zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK))).for_each(|(((dx, x), dy), (mean, rstd))| {
+                for ((((dx, x), dy), &m), &r) in dx.chunks_mut(cols).zip(x.chunks(cols)).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
+                    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+                    for ((&v, &d), &w) in x.iter().zip(dy).zip(g) {
+                        let gh = d * w;
+                        sum_g += gh;
+                        sum_gx += gh * (v - m) * r;
+                    }
+                    let (mean_g, mean_gx) = (sum_g / cols as f32, sum_gx / cols as f32);
+                    for (((dx, &v), &d), &w) in dx.iter_mut().zip(x).zip(dy).zip(g) {
+                        *dx = r * (d * w - mean_g - (v - m) * r * mean_gx);
+                    }
+                }
+            });
+            grads.register::<Flex>(node.id, tensor_like(dx, &x));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor_like(dgamma, &gamma));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor_like(dbeta, &gamma));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
+    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = x.primitive().clone();
+                let out = gelu_forward(&x);
+                prep.finish(x, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(gelu_forward(x.primitive())),
+        }
+    }
+
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = softmax_forward(x.primitive());
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(softmax_forward(x.primitive())),
+        }
+    }
+
+    fn layer_norm_last(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        match LayerNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, mean, rstd) = layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
+                prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon).0),
+        }
+    }
+}
+
+/// `layer` applied to the last dimension of `x` as one `[rows, in] × [in, out]` product.
+///
+/// burn runs a Linear on a 3-D input whose rows per batch item are not a multiple of 32 as a
+/// batched product against the broadcast weight; its backward then materializes one weight
+/// gradient per batch item (`[batch, in, out]`, 151 MB for an MAE decoder MLP) before summing
+/// them. Flattening first makes the weight gradient a single product.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = layer.forward(x.reshape([rows, d_in]));
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
+}
+
+/// `encoder` (burn's transformer encoder, without masks, its LayerNorms built with `epsilon`)
+/// applied to `x`, as [`TransformerEncoder::forward`], on the fast operations of this module.
+///
+/// # Shapes
+/// - `x`: `[batch, seq, d_model]`, output: the same
+pub fn transformer_encoder(encoder: &TransformerEncoder, epsilon: f64, x: Tensor<3>) -> Tensor<3> {
+    encoder.layers.iter().fold(x, |x, layer| encoder_layer(layer, epsilon, x))
+}
+
+/// One layer, in burn's order: with `norm_first`, `norm_2` before attention and `norm_1`
+/// before the feed-forward block (pre-LN); otherwise `norm_1` and `norm_2` after them (post-LN).
+fn encoder_layer(layer: &TransformerEncoderLayer, eps: f64, x: Tensor<3>) -> Tensor<3> {
+    let attention_in = if layer.norm_first { layer_norm(&layer.norm_2, eps, x.clone()) } else { x.clone() };
+    let mut x = x + dropout(&layer.dropout, self_attention(&layer.mha, attention_in));
+    let ff_in = if layer.norm_first {
+        layer_norm(&layer.norm_1, eps, x.clone())
+    } else {
+        x = layer_norm(&layer.norm_1, eps, x);
+        x.clone()
+    };
+    let x = x + dropout(&layer.dropout, feed_forward(&layer.pwff, ff_in));
+    if layer.norm_first { x } else { layer_norm(&layer.norm_2, eps, x) }
+}
+
+fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
+    if mha.quiet_softmax {
+        return mha.forward(MhaInput::self_attn(x)).context;
+    }
+    let [b, t, d] = x.dims();
+    let heads = |y: Tensor<3>| y.reshape([b, t, mha.n_heads, mha.d_k]).swap_dims(1, 2);
+    let (q, k, v) = (heads(linear(&mha.query, x.clone())), heads(linear(&mha.key, x.clone())), heads(linear(&mha.value, x)));
+    let scores = q.matmul(k.transpose()).div_scalar((mha.d_k as f32).sqrt());
+    let probs = dropout(&mha.dropout, softmax(scores));
+    linear(&mha.output, probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]))
+}
+
+fn feed_forward(ff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
+    let h = linear(&ff.linear_inner, x);
+    let h = match &ff.activation {
+        Activation::Gelu(g) if !g.approximate => gelu(h),
+        other => other.forward(h),
+    };
+    linear(&ff.linear_outer, dropout(&ff.dropout, h))
 }

@@ -2,13 +2,13 @@
 //! light transformer decoder that predicts the pixels of the masked ones.
 
 use burn::module::{Module, Param};
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderInput};
+use burn::nn::transformer::TransformerEncoder;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::vit::{Vit, VitConfig, blocks, gather_rows, sincos_2d, xavier_linear};
+use crate::vit::{LAYER_NORM_EPS, Vit, VitConfig, blocks, gather_rows, sincos_2d, xavier_linear};
 
 /// MAE decoder hyper-parameters (the encoder is a [`VitConfig`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,7 +103,7 @@ impl Mae {
             decoder_embed: xavier_linear(encoder.dim, decoder.dim, device),
             mask_token: Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, decoder.dim], device),
             decoder_blocks: blocks(decoder.dim, decoder.depth, decoder.heads, encoder.mlp_ratio, device),
-            decoder_norm: LayerNormConfig::new(decoder.dim).with_epsilon(1e-6).init(device),
+            decoder_norm: LayerNormConfig::new(decoder.dim).with_epsilon(LAYER_NORM_EPS).init(device),
             decoder_pred: xavier_linear(decoder.dim, encoder.patch_dim(), device),
             decoder_pos: sincos_2d(decoder.dim, encoder.grid()),
             decoder_dim: decoder.dim,
@@ -120,7 +120,7 @@ impl Mae {
         let tokens = self.encoder.embed_patches(images);
         let [b, l, _] = tokens.dims();
         let latent = self.encoder.encode_tokens(gather_rows(tokens, mask.keep.clone())); // (B, 1 + visible, D)
-        let x = self.decoder_embed.forward(latent);
+        let x = crate::cpu::linear(&self.decoder_embed, latent);
         let [_, n, d] = x.dims();
         let cls = x.clone().slice([0..b, 0..1]);
         let visible = x.slice([0..b, 1..n]);
@@ -128,7 +128,7 @@ impl Mae {
         let unshuffled = gather_rows(Tensor::cat(vec![visible, masked], 1), mask.restore.clone()); // (B, L, d)
         let pos = Tensor::<3>::from_data(TensorData::new(self.decoder_pos.clone(), [1, l + 1, self.decoder_dim]), &device);
         let x = Tensor::cat(vec![cls, unshuffled], 1) + pos;
-        let x = self.decoder_norm.forward(self.decoder_blocks.forward(TransformerEncoderInput::new(x)));
-        self.decoder_pred.forward(x.slice([0..b, 1..l + 1]))
+        let x = crate::cpu::layer_norm(&self.decoder_norm, LAYER_NORM_EPS, crate::cpu::transformer_encoder(&self.decoder_blocks, LAYER_NORM_EPS, x));
+        crate::cpu::linear(&self.decoder_pred, x.slice([0..b, 1..l + 1]))
     }
 }

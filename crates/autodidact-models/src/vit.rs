@@ -4,12 +4,15 @@
 //! `norm_first`), GELU MLPs, a final LayerNorm.
 
 use burn::module::{Module, Param};
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+
+/// Epsilon of every LayerNorm in the ViT and the MAE decoder (as the MAE reference code).
+pub const LAYER_NORM_EPS: f64 = 1e-6;
 
 /// ViT hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,7 +87,7 @@ impl VitConfig {
             patch_embed: xavier_linear(self.patch_dim(), self.dim, device),
             cls_token: Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, self.dim], device),
             blocks: blocks(self.dim, self.depth, self.heads, self.mlp_ratio, device),
-            norm: LayerNormConfig::new(self.dim).with_epsilon(1e-6).init(device),
+            norm: LayerNormConfig::new(self.dim).with_epsilon(LAYER_NORM_EPS).init(device),
             pos_embed: sincos_2d(self.dim, self.grid()),
             config: self.clone(),
         }
@@ -101,7 +104,7 @@ pub fn blocks(dim: usize, depth: usize, heads: usize, mlp_ratio: usize, device: 
     TransformerEncoderConfig::new(dim, dim * mlp_ratio, heads, depth)
         .with_dropout(0.0)
         .with_norm_first(true)
-        .with_layer_norm_eps(1e-6)
+        .with_layer_norm_eps(LAYER_NORM_EPS)
         .with_initializer(Initializer::XavierUniform { gain: 1.0 })
         .init(device)
 }
@@ -166,7 +169,7 @@ impl Vit {
         let patches = patchify(images, self.config.patch_size);
         let [_, l, _] = patches.dims();
         let pos = self.position_embeddings(&device).slice([0..1, 1..1 + l]);
-        self.patch_embed.forward(patches) + pos
+        crate::cpu::linear(&self.patch_embed, patches) + pos
     }
 
     /// Prepends the class token (with its zero position embedding), runs the blocks and the
@@ -178,7 +181,7 @@ impl Vit {
         let [b, _, d] = tokens.dims();
         let cls = self.cls_token.val().expand([b, 1, d]);
         let x = Tensor::cat(vec![cls, tokens], 1);
-        self.norm.forward(self.blocks.forward(TransformerEncoderInput::new(x)))
+        crate::cpu::layer_norm(&self.norm, LAYER_NORM_EPS, crate::cpu::transformer_encoder(&self.blocks, LAYER_NORM_EPS, x))
     }
 
     /// The class-token representation of whole images, the feature used for evaluation.

@@ -95,3 +95,64 @@ fn fast_dropout_zeroes_at_the_rate_scales_the_rest_and_follows_the_seed() {
     let inference = Tensor::<2>::ones([3, 4], &Device::flex());
     assert_eq!(values(cpu::dropout(&layer, inference.clone())), values(inference));
 }
+
+/// Output and input gradient of `f` at `x` under the loss `Σ f(x) · r`.
+fn value_and_grad<const D: usize>(x: &Tensor<D>, r: &Tensor<D>, f: impl Fn(Tensor<D>) -> Tensor<D>) -> (Vec<f32>, Vec<f32>) {
+    let x = x.clone().require_grad();
+    let y = f(x.clone());
+    let grads = (y.clone() * r.clone()).sum().backward();
+    (values(y), values(x.grad(&grads).expect("input grad")))
+}
+
+fn assert_same_function<const D: usize>(what: &str, shape: [usize; D], scale: f64, ours: impl Fn(Tensor<D>) -> Tensor<D>, burns: impl Fn(Tensor<D>) -> Tensor<D>) {
+    let device = flex();
+    device.seed(11);
+    let x = Tensor::<D>::random(shape, Distribution::Normal(0.0, scale), &device);
+    let r = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let (y, dx) = value_and_grad(&x, &r, ours);
+    let (y_burn, dx_burn) = value_and_grad(&x, &r, burns);
+    assert_close(&format!("{what} output"), &y, &y_burn);
+    assert_close(&format!("{what} input gradient"), &dx, &dx_burn);
+}
+
+#[test]
+fn fused_gelu_and_softmax_match_burn_with_their_gradients() {
+    assert_same_function("gelu", [17, 33], 3.0, cpu::gelu, burn::tensor::activation::gelu);
+    assert_same_function("softmax", [3, 5, 37], 4.0, cpu::softmax, |x| burn::tensor::activation::softmax(x, 2));
+}
+
+#[test]
+fn fused_layer_norm_matches_burn_with_all_gradients() {
+    use burn::module::Param;
+    use burn::nn::LayerNormConfig;
+    let device = flex();
+    device.seed(5);
+    let mut ln = LayerNormConfig::new(24).with_epsilon(1e-5).init(&device);
+    ln.gamma = Param::from_tensor(Tensor::random([24], Distribution::Normal(1.0, 0.5), &device));
+    ln.beta = Some(Param::from_tensor(Tensor::random([24], Distribution::Normal(0.0, 0.5), &device)));
+    let x = Tensor::<3>::random([4, 9, 24], Distribution::Normal(2.0, 3.0), &device);
+    let r = Tensor::<3>::random([4, 9, 24], Distribution::Normal(0.0, 1.0), &device);
+    let run = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+        let xg = x.clone().require_grad();
+        let y = f(xg.clone());
+        let grads = (y.clone() * r.clone()).sum().backward();
+        let beta = ln.beta.as_ref().expect("beta");
+        [values(y), values(xg.grad(&grads).expect("x")), values(ln.gamma.val().grad(&grads).expect("gamma")), values(beta.val().grad(&grads).expect("beta"))]
+    };
+    let ours = run(&|x| cpu::layer_norm(&ln, 1e-5, x));
+    let burns = run(&|x| ln.forward(x));
+    for ((name, a), b) in ["output", "input gradient", "gamma gradient", "beta gradient"].iter().zip(&ours).zip(&burns) {
+        assert_close(&format!("layer norm {name}"), a, b);
+    }
+}
+
+#[test]
+fn transformer_encoder_matches_burns_forward_pre_and_post_norm() {
+    use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+    for norm_first in [true, false] {
+        let device = flex();
+        device.seed(2);
+        let encoder = TransformerEncoderConfig::new(24, 48, 3, 2).with_dropout(0.0).with_norm_first(norm_first).with_layer_norm_eps(1e-6).init(&device);
+        assert_same_function(&format!("encoder (norm_first {norm_first})"), [2, 7, 24], 1.0, |x| cpu::transformer_encoder(&encoder, 1e-6, x), |x| encoder.forward(TransformerEncoderInput::new(x)));
+    }
+}
