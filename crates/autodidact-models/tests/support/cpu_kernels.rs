@@ -39,18 +39,24 @@ fn fast_convolution_matches_burn_with_its_gradients() {
     let device = flex();
     assert!(cpu::is_flex(&device), "the fast path is taken on flex");
     device.seed(7);
-    // (in, out, kernel, stride, padding, bias, input height, width)
-    let cases = [(3, 4, 3, 1, 1, false, 7, 6), (5, 8, 3, 2, 1, false, 9, 8), (4, 6, 1, 2, 0, false, 8, 8), (2, 3, 3, 1, 0, true, 5, 7), (3, 2, 5, 2, 2, false, 11, 10)];
-    for (cin, cout, k, stride, pad, bias, h, w) in cases {
-        let conv = Conv2dConfig::new([cin, cout], [k, k]).with_stride([stride, stride]).with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad)).with_bias(bias).init(&device);
+    // (in, out, kernel, stride, padding, dilation, bias, input height, width)
+    let cases = [(3, 4, 3, 1, 1, 1, false, 7, 6), (5, 8, 3, 2, 1, 1, false, 9, 8), (4, 6, 1, 2, 0, 1, false, 8, 8), (2, 3, 3, 1, 0, 1, true, 5, 7), (3, 2, 5, 2, 2, 1, false, 11, 10), (3, 2, 3, 1, 2, 2, false, 9, 8)];
+    for (cin, cout, k, stride, pad, dilation, bias, h, w) in cases {
+        let conv = Conv2dConfig::new([cin, cout], [k, k])
+            .with_stride([stride, stride])
+            .with_dilation([dilation, dilation])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(bias)
+            .init(&device);
         let x = Tensor::<4>::random([3, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let ho = (h + 2 * pad - k) / stride + 1;
-        let wo = (w + 2 * pad - k) / stride + 1;
+        let span = dilation * (k - 1) + 1;
+        let ho = (h + 2 * pad - span) / stride + 1;
+        let wo = (w + 2 * pad - span) / stride + 1;
         let r = Tensor::<4>::random([3, cout, ho, wo], Distribution::Normal(0.0, 1.0), &device);
         let ours = conv_grads(&conv, &x, &r, cpu::conv2d);
         let burns = conv_grads(&conv, &x, &r, |c, x| c.forward(x));
         for ((name, a), b) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(&ours).zip(&burns) {
-            assert_close(&format!("{name} of case in {cin} out {cout} k {k} stride {stride} pad {pad}"), a, b);
+            assert_close(&format!("{name} of case in {cin} out {cout} k {k} stride {stride} pad {pad} dilation {dilation}"), a, b);
         }
     }
 }
