@@ -234,6 +234,25 @@ pub fn run(w: Workload, device: &Device, warmup: usize, steps: usize) -> StepTim
     }
 }
 
+/// Best fp32 GEMM rate of `device` in GFLOP/s: 2048 × 2048 matrices, best of 10 after a
+/// warm-up (the machine-peak reference of the MFU column, beside PyTorch's own).
+pub fn gemm_peak(device: &Device) -> f64 {
+    use autodidact::burn::tensor::{Distribution, Tensor};
+    const N: usize = 2048;
+    let a = Tensor::<2>::random([N, N], Distribution::Default, device);
+    let b = Tensor::<2>::random([N, N], Distribution::Default, device);
+    let run = || {
+        let start = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        device.sync().expect("device sync");
+        drop(c);
+        start.elapsed().as_secs_f64()
+    };
+    run();
+    let best = (0..10).map(|_| run()).fold(f64::INFINITY, f64::min);
+    2.0 * (N as f64).powi(3) / best / 1e9
+}
+
 /// Median of `v` (upper median for even lengths).
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();

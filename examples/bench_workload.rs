@@ -16,7 +16,7 @@ use workloads::{Workload, median};
 
 #[derive(Parser)]
 struct Args {
-    /// mlm-small, mlm-base, simclr-resnet or mae-vit.
+    /// mlm-small, mlm-base, simclr-resnet or mae-vit; gemm-peak measures the fp32 GEMM rate.
     #[arg(long)]
     workload: String,
     /// Worker threads (rayon pool used by the CPU backends).
@@ -44,6 +44,12 @@ fn peak_rss_mb() -> Result<f64> {
 fn main() -> Result<()> {
     autodidact::core::alloc::retain_freed_memory();
     let args = Args::parse();
+    if args.workload == "gemm-peak" {
+        rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().context("building the thread pool")?;
+        let record = serde_json::json!({"impl": "autodidact", "workload": "gemm-peak", "threads": args.threads, "gflops": workloads::gemm_peak(&Device::flex())});
+        println!("{record}");
+        return Ok(());
+    }
     let Some(workload) = Workload::parse(&args.workload) else {
         bail!("unknown workload {:?}: expected one of {:?}", args.workload, Workload::ALL.map(Workload::name));
     };

@@ -14,8 +14,9 @@
 # A step is forward + backward + AdamW on pre-generated inputs; every workload runs in its
 # own process (so peak RSS is per workload), warm-up steps are excluded, and each
 # (workload, threads) pair alternates autodidact and PyTorch ROUNDS times; throughput is
-# items per median step time over all rounds. PyTorch also measures the machine's peak
-# fp32 GEMM rate and counts each step's FLOPs (torch.utils.flop_counter) for the MFU column.
+# items per median step time over all rounds. MFU: each step's FLOPs (counted by PyTorch's
+# torch.utils.flop_counter on its model) times steps/s, over the machine's peak fp32 GEMM
+# rate: the faster of PyTorch's (MKL) and autodidact's (gemm crate) 2048x2048 matmul.
 #
 # Needs python3 with venv; the virtualenv (torch, numpy) goes to $VENV (.venv-torch).
 # Results: bench-results/vs-pytorch-<UTC time>.jsonl (git-ignored) and the table on stdout.
@@ -43,6 +44,7 @@ out="bench-results/vs-pytorch-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 echo "raw records: $out" >&2
 for t in $THREADS; do
     "$VENV/bin/python" scripts/bench/torch_bench.py --workload gemm-peak --threads "$t" >> "$out"
+    RAYON_NUM_THREADS=$t "$ours" --workload gemm-peak --threads "$t" >> "$out"
 done
 for round in $(seq 1 "$ROUNDS"); do
     for t in $THREADS; do

@@ -175,3 +175,21 @@ fn transformer_encoder_matches_burns_forward_pre_and_post_norm() {
         assert_same_function(&format!("encoder (norm_first {norm_first})"), [2, 7, 24], 1.0, |x| cpu::transformer_encoder(&encoder, 1e-6, x), |x| encoder.forward(TransformerEncoderInput::new(x)));
     }
 }
+
+#[test]
+fn fused_softmax_is_exact_enough_over_the_whole_exponent_range() {
+    let _rng = rng_lock();
+    // Rows spanning e^-80 .. e^0 after the max is subtracted, and a masked (-1e9) entry.
+    let device = Device::flex();
+    let row: Vec<f32> = (0..81).map(|i| -(i as f32)).chain([-1.0e9]).collect();
+    let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(row.clone(), [1, row.len()]), &device);
+    let ours = values(cpu::softmax(x.clone()));
+    let exact: Vec<f64> = {
+        let e: Vec<f64> = row.iter().map(|&v| f64::from(v).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    };
+    for (i, (&a, &b)) in ours.iter().zip(&exact).enumerate() {
+        assert!((f64::from(a) - b).abs() <= 4e-7 * b + 1e-37, "softmax[{i}]: {a} vs {b}");
+    }
+}
