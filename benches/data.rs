@@ -91,7 +91,7 @@ fn samplers(c: &mut Criterion) {
     group.bench_function("mlm_batch_32x128", |b| {
         b.iter(|| {
             k += 1;
-            batches.train_batch(k)
+            batches.train_batch(k).expect("shards readable")
         })
     });
 
@@ -104,7 +104,7 @@ fn samplers(c: &mut Criterion) {
     group.bench_function("simclr_batch_256x2_32x32x3", |b| {
         b.iter(|| {
             k += 1;
-            stream.train_batch(k)
+            stream.train_batch(k).expect("in-memory images")
         })
     });
     group.finish();

@@ -5,7 +5,7 @@
 # document per file), then runs the quickstart model on each with the same tokenizer for
 # STEPS steps, and reports the tokenize-and-shard rate (MB/s of text, from summary.json)
 # and the process's peak RSS (/usr/bin/time -v). Memory must not grow with the corpus: the
-# shards are memory-mapped and sequences are read on demand.
+# shards are read by position, sequence by sequence (no memory map to fill the RSS).
 #
 #   scripts/bench-corpus.sh                       # 100 MB and 2000 MB, 200 steps
 #   SIZES_MB="20 200" STEPS=50 scripts/bench-corpus.sh

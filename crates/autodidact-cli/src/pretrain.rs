@@ -113,16 +113,18 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let opts = ShardOptions { heldout_fraction: config.data.heldout_fraction, seed: config.run.seed, ..ShardOptions::default() };
     let shard_dir = run_dir.join("shards");
     eprintln!("tokenizing the corpus into {} ...", shard_dir.display());
+    let reused = shards::read_index(&shard_dir).is_ok_and(|i| shards::fingerprint(&source, &tokenizer, &opts).is_ok_and(|fp| fp == i.fingerprint));
     let start = Instant::now();
     let index = shards::build_or_reuse(&source, &tokenizer, &shard_dir, &opts)?;
-    prep.shards_s = start.elapsed().as_secs_f64();
-    eprintln!(
-        "{:.1} MB of text, {} tokens; tokenized and sharded in {:.1} s ({:.1} MB/s; shards are reused when the corpus and tokenizer are unchanged)",
-        index.source.bytes as f64 / 1e6,
-        index.train.tokens + index.heldout.tokens,
-        prep.shards_s,
-        index.source.bytes as f64 / 1e6 / prep.shards_s.max(1e-9),
-    );
+    let mb = index.source.bytes as f64 / 1e6;
+    let tokens = index.train.tokens + index.heldout.tokens;
+    if reused {
+        eprintln!("{mb:.1} MB of text, {tokens} tokens: shards reused (same corpus files, tokenizer and split)");
+    } else {
+        let s = start.elapsed().as_secs_f64();
+        prep.shards_s = Some(s);
+        eprintln!("{mb:.1} MB of text, {tokens} tokens: tokenized and sharded in {s:.1} s ({:.1} MB/s)", mb / s.max(1e-9));
+    }
     for skipped in &index.source.files_skipped {
         eprintln!("warning: skipped unreadable file {skipped}");
     }
@@ -147,7 +149,10 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
         heldout: batches("held-out", &index.heldout, masker.as_ref())?,
         eval_batches: config.train.eval_batches,
     };
-    let baseline = masker.is_some().then(|| unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches), &special.all()));
+    let baseline = match masker {
+        Some(_) => Some(unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches)?, &special.all())),
+        None => None,
+    };
 
     let device = device_for(backend)?.autodiff();
     let bert = config.bert_config(vocab_size)?;
@@ -228,8 +233,8 @@ fn unigram_baseline(index: &ShardIndex, eval: &[MlmBatch], specials: &[u32]) -> 
 struct Preparation {
     /// Tokenizer training, when this run trained one.
     tokenizer_s: Option<f64>,
-    /// Tokenizing and sharding the corpus (near zero when the shards were reused).
-    shards_s: f64,
+    /// Tokenizing and sharding the corpus, unless the shards were reused.
+    shards_s: Option<f64>,
 }
 
 fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &ShardIndex, prep: &Preparation, baseline: Option<&Baseline>, backend: Backend) -> serde_json::Value {

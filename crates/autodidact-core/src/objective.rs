@@ -87,7 +87,14 @@ pub trait BatchStream: Send + 'static {
     /// The batch type.
     type Batch: BatchSize + Send + 'static;
     /// The `k`-th training micro-batch of the run.
-    fn train_batch(&mut self, k: u64) -> Self::Batch;
+    ///
+    /// # Errors
+    /// Data that can no longer be read (a shard file changed or vanished under the run), as
+    /// a message naming the file.
+    fn train_batch(&mut self, k: u64) -> Result<Self::Batch, String>;
     /// The fixed evaluation batches (the same at every evaluation).
-    fn eval_batches(&self) -> Vec<Self::Batch>;
+    ///
+    /// # Errors
+    /// As [`BatchStream::train_batch`].
+    fn eval_batches(&self) -> Result<Vec<Self::Batch>, String>;
 }

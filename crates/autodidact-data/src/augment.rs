@@ -612,22 +612,23 @@ impl ImageBatches {
 impl BatchStream for ImageBatches {
     type Batch = ImageBatch;
 
-    fn train_batch(&mut self, k: u64) -> ImageBatch {
+    fn train_batch(&mut self, k: u64) -> std::result::Result<ImageBatch, String> {
         let n = self.train.len() as u64;
         let bs = self.batch_size as u64;
         let per_epoch = self.steps_per_epoch();
         let (epoch, j) = (k / per_epoch, k % per_epoch);
         let indices: Vec<usize> = (j * bs..(j + 1) * bs).map(|p| self.train[self.sampler.index(epoch * n + p)]).collect();
-        render(&self.set, &indices, &self.augment, self.views, derive_seed(self.seed, Stream::Collate, k))
+        Ok(render(&self.set, &indices, &self.augment, self.views, derive_seed(self.seed, Stream::Collate, k)))
     }
 
-    fn eval_batches(&self) -> Vec<ImageBatch> {
-        self.eval
+    fn eval_batches(&self) -> std::result::Result<Vec<ImageBatch>, String> {
+        Ok(self
+            .eval
             .chunks(self.batch_size)
             .take(self.eval_batches)
             .enumerate()
             .map(|(b, idx)| render(&self.set, idx, &self.eval_augment, self.views, derive_seed(self.seed, Stream::Eval, b as u64)))
-            .collect()
+            .collect())
     }
 }
 

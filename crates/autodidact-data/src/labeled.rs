@@ -376,7 +376,7 @@ impl ClassificationData {
 impl BatchStream for ClassificationData {
     type Batch = ClassificationBatch;
 
-    fn train_batch(&mut self, k: u64) -> ClassificationBatch {
+    fn train_batch(&mut self, k: u64) -> std::result::Result<ClassificationBatch, String> {
         let n = self.train.len() as u64;
         let bs = self.batch_size as u64;
         // Batches never straddle epochs: batch k of epoch e covers positions [k·bs, (k+1)·bs) ∩ epoch.
@@ -384,10 +384,10 @@ impl BatchStream for ClassificationData {
         let (epoch, j) = (k / per_epoch, k % per_epoch);
         let positions = (j * bs)..((j + 1) * bs).min(n);
         let idx: Vec<usize> = positions.map(|p| self.train[self.sampler.index(epoch * n + p)]).collect();
-        self.encoded.batch(&idx)
+        Ok(self.encoded.batch(&idx))
     }
 
-    fn eval_batches(&self) -> Vec<ClassificationBatch> {
-        self.encoded.batches(&self.validation, self.batch_size)
+    fn eval_batches(&self) -> std::result::Result<Vec<ClassificationBatch>, String> {
+        Ok(self.encoded.batches(&self.validation, self.batch_size))
     }
 }

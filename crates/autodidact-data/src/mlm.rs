@@ -54,10 +54,13 @@ impl PackedSequences {
     }
 
     /// Appends sequence `i` (`seq_len` ids) to `out`.
-    pub fn read(&self, i: usize, out: &mut Vec<u32>) {
+    ///
+    /// # Errors
+    /// A shard that can no longer be read.
+    pub fn read(&self, i: usize, out: &mut Vec<u32>) -> Result<()> {
         let body = self.seq_len - 1;
         out.push(self.cls);
-        self.stream.read(i as u64 * body as u64, body, out);
+        self.stream.read(i as u64 * body as u64, body, out)
     }
 }
 
@@ -224,20 +227,26 @@ impl MlmBatches {
     }
 
     /// The `k`-th training batch.
-    pub fn train_batch(&mut self, k: u64) -> MlmBatch {
+    ///
+    /// # Errors
+    /// A shard that can no longer be read.
+    pub fn train_batch(&mut self, k: u64) -> Result<MlmBatch> {
         let seq_len = self.sequences.seq_len();
         let mut ids = Vec::with_capacity(self.batch_size * seq_len);
         for j in 0..self.batch_size {
             let i = self.sampler.index(k * self.batch_size as u64 + j as u64);
-            self.sequences.read(i, &mut ids);
+            self.sequences.read(i, &mut ids)?;
         }
-        self.finish(ids, seq_len, derive_seed(self.seed, Stream::Collate, k))
+        Ok(self.finish(ids, seq_len, derive_seed(self.seed, Stream::Collate, k)))
     }
 
     /// Deterministic evaluation batches: the first `max_batches` batches of the split in
     /// order (fewer if the split is smaller), with masking fixed by the seed so every
     /// evaluation of a run scores the same targets.
-    pub fn eval_batches(&self, max_batches: usize) -> Vec<MlmBatch> {
+    ///
+    /// # Errors
+    /// A shard that can no longer be read.
+    pub fn eval_batches(&self, max_batches: usize) -> Result<Vec<MlmBatch>> {
         let seq_len = self.sequences.seq_len();
         let n = self.sequences.len();
         let mut out = Vec::new();
@@ -246,12 +255,12 @@ impl MlmBatches {
             let take = self.batch_size.min(n - i);
             let mut ids = Vec::with_capacity(take * seq_len);
             for j in i..i + take {
-                self.sequences.read(j, &mut ids);
+                self.sequences.read(j, &mut ids)?;
             }
             out.push(self.finish(ids, seq_len, derive_seed(self.seed, Stream::Eval, out.len() as u64)));
             i += take;
         }
-        out
+        Ok(out)
     }
 }
 
@@ -270,11 +279,11 @@ pub struct MlmData {
 impl autodidact_core::objective::BatchStream for MlmData {
     type Batch = MlmBatch;
 
-    fn train_batch(&mut self, k: u64) -> MlmBatch {
-        self.train.train_batch(k)
+    fn train_batch(&mut self, k: u64) -> std::result::Result<MlmBatch, String> {
+        self.train.train_batch(k).map_err(|e| e.to_string())
     }
 
-    fn eval_batches(&self) -> Vec<MlmBatch> {
-        self.heldout.eval_batches(self.eval_batches)
+    fn eval_batches(&self) -> std::result::Result<Vec<MlmBatch>, String> {
+        self.heldout.eval_batches(self.eval_batches).map_err(|e| e.to_string())
     }
 }

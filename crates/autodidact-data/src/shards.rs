@@ -1,5 +1,5 @@
 //! Token shards: a corpus tokenized once into flat little-endian `u16`/`u32` files (u16 when
-//! the vocabulary fits), described by `index.json`, memory-mapped for training.
+//! the vocabulary fits), described by `index.json`, read by position during training.
 //!
 //! Layout of a shard directory:
 //! ```text
@@ -16,7 +16,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use autodidact_core::seed::{Stream, derive_seed};
-use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
@@ -354,9 +353,13 @@ pub fn read_index(dir: &Path) -> Result<ShardIndex> {
     Ok(index)
 }
 
-/// A memory-mapped split: random access to its token stream.
+/// A split's token stream with random access by positioned reads (`pread`).
+///
+/// Reads rather than memory maps: pages of a mapped shard that training touches count in the
+/// process's resident set (and fault-around maps neighbouring pages too), so a run's RSS
+/// grew with the corpus; read tokens are copied out and the page cache stays the kernel's.
 pub struct TokenStream {
-    maps: Vec<Mmap>,
+    files: Vec<(PathBuf, File)>,
     /// Cumulative token offset at which each shard starts.
     starts: Vec<u64>,
     dtype: TokenDtype,
@@ -365,17 +368,17 @@ pub struct TokenStream {
 
 impl std::fmt::Debug for TokenStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenStream").field("shards", &self.maps.len()).field("len", &self.len).finish()
+        f.debug_struct("TokenStream").field("shards", &self.files.len()).field("len", &self.len).finish()
     }
 }
 
 impl TokenStream {
-    /// Maps the shards of one split of `index` in `dir`.
+    /// Opens the shards of one split of `index` in `dir`.
     ///
     /// # Errors
     /// A shard file is missing or its size disagrees with the index.
     pub fn open(dir: &Path, index: &ShardIndex, split: &SplitIndex) -> Result<Self> {
-        let mut maps = Vec::with_capacity(split.shards.len());
+        let mut files = Vec::with_capacity(split.shards.len());
         let mut starts = Vec::with_capacity(split.shards.len());
         let mut len = 0u64;
         for shard in &split.shards {
@@ -389,15 +392,11 @@ impl TokenStream {
                     message: format!("file has {actual} bytes but the index says {} tokens ({expected} bytes): truncated or modified", shard.tokens),
                 });
             }
-            // SAFETY: shard files are written once, renamed into place complete, and never
-            // modified afterwards; the size was checked against the index above.
-            #[allow(unsafe_code)]
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| DataError::io(&path, e))?;
             starts.push(len);
             len += shard.tokens;
-            maps.push(map);
+            files.push((path, file));
         }
-        Ok(Self { maps, starts, dtype: index.dtype, len })
+        Ok(Self { files, starts, dtype: index.dtype, len })
     }
 
     /// Number of tokens.
@@ -410,26 +409,51 @@ impl TokenStream {
         self.len == 0
     }
 
-    /// Appends tokens `[start, start + n)` to `out`.
+    /// Appends tokens `[start, start + n)` to `out`; requests past the end are truncated.
     ///
-    /// # Panics
-    /// Never for in-range requests; out-of-range requests are truncated at the end.
-    pub fn read(&self, start: u64, n: usize, out: &mut Vec<u32>) {
+    /// # Errors
+    /// A shard that can no longer be read in full (changed or truncated since it was opened).
+    pub fn read(&self, start: u64, n: usize, out: &mut Vec<u32>) -> Result<()> {
         let end = (start + n as u64).min(self.len);
+        let width = self.dtype.width();
+        let mut bytes = Vec::new();
         let mut pos = start;
         while pos < end {
             let s = self.starts.partition_point(|&x| x <= pos) - 1;
             let shard_end = self.starts.get(s + 1).copied().unwrap_or(self.len);
             let upto = end.min(shard_end);
-            let bytes = &self.maps[s][..];
-            let (a, b) = ((pos - self.starts[s]) as usize, (upto - self.starts[s]) as usize);
+            let (path, file) = &self.files[s];
+            bytes.resize((upto - pos) as usize * width, 0);
+            read_exact_at(file, &mut bytes, (pos - self.starts[s]) * width as u64).map_err(|e| DataError::io(path, e))?;
             match self.dtype {
-                TokenDtype::U16 => out.extend(bytes[a * 2..b * 2].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)),
-                TokenDtype::U32 => out.extend(bytes[a * 4..b * 4].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+                TokenDtype::U16 => out.extend(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)),
+                TokenDtype::U32 => out.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
             }
             pos = upto;
         }
+        Ok(())
     }
+}
+
+/// Fills `buf` from `file` at `offset` without moving a shared cursor (threads may read the
+/// same stream).
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -468,7 +492,7 @@ mod tests {
         };
         let stream = TokenStream::open(dir.path(), &index, &index.train).unwrap();
         let mut out = Vec::new();
-        stream.read(0, 10, &mut out);
+        stream.read(0, 10, &mut out).unwrap();
         assert_eq!(out, tokens);
         assert_eq!(TokenDtype::for_vocab(65_536), TokenDtype::U16);
         assert_eq!(TokenDtype::for_vocab(65_537), TokenDtype::U32);

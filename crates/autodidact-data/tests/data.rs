@@ -208,13 +208,24 @@ fn shards_round_trip_the_token_stream_with_separators() {
     }
     let stream = TokenStream::open(&shard_dir, &index, &index.train).unwrap();
     let mut got = Vec::new();
-    stream.read(0, stream.len() as usize, &mut got);
+    stream.read(0, stream.len() as usize, &mut got).unwrap();
     assert_eq!(got, expected);
     assert_eq!(index.train_counts.iter().sum::<u64>(), expected.len() as u64);
     // Reading any window equals the slice of the whole.
     let mut w = Vec::new();
-    stream.read(3, 5, &mut w);
+    stream.read(3, 5, &mut w).unwrap();
     assert_eq!(w, expected[3..8]);
+    // A shard truncated under an open stream: an error naming the file, not a crash.
+    let copy = dir.path().join("shards-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(&shard_dir).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let opened = TokenStream::open(&copy, &index, &index.train).unwrap();
+    std::fs::OpenOptions::new().write(true).open(copy.join("train-00000.bin")).unwrap().set_len(1).unwrap();
+    let err = opened.read(0, 4, &mut Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("train-00000.bin"), "{err}");
 
     // Same inputs: reused, not rebuilt.
     let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
@@ -830,16 +841,16 @@ fn image_batches_are_pure_functions_of_k_and_view_major() {
     let stream = || ImageBatches::new(set.clone(), (0..8).collect(), simclr.clone(), 2, 3, 5).unwrap();
     let (mut a, mut b) = (stream(), stream());
     assert_eq!(a.steps_per_epoch(), 2, "8 images in batches of 3: the last incomplete batch is dropped");
-    let first = a.train_batch(0);
-    let later = a.train_batch(4);
-    assert_eq!(later, b.train_batch(4), "independent of the call history");
-    assert_eq!(first, b.train_batch(0));
-    assert_ne!(first, a.train_batch(1));
+    let first = a.train_batch(0).unwrap();
+    let later = a.train_batch(4).unwrap();
+    assert_eq!(later, b.train_batch(4).unwrap(), "independent of the call history");
+    assert_eq!(first, b.train_batch(0).unwrap());
+    assert_ne!(first, a.train_batch(1).unwrap());
     assert_eq!((first.batch_size, first.views, first.channels, first.height, first.width), (3, 2, 3, 8, 8));
     assert_eq!(first.pixels.len(), 2 * 3 * first.view_len());
     assert_eq!(first.labels.len(), 3);
     // Within an epoch no image repeats (labels are image indices here).
-    let epoch: Vec<u32> = [a.train_batch(2).labels, a.train_batch(3).labels].concat();
+    let epoch: Vec<u32> = [a.train_batch(2).unwrap().labels, a.train_batch(3).unwrap().labels].concat();
     let mut seen = epoch.clone();
     seen.sort_unstable();
     seen.dedup();
@@ -854,7 +865,7 @@ fn image_batches_are_pure_functions_of_k_and_view_major() {
 
     // Under the eval transform the views match and sit where the layout says.
     let eval = Augment::eval((8, 8), MEAN.to_vec(), STD.to_vec());
-    let batch = ImageBatches::new(set.clone(), (0..8).collect(), eval.clone(), 2, 3, 5).unwrap().train_batch(7);
+    let batch = ImageBatches::new(set.clone(), (0..8).collect(), eval.clone(), 2, 3, 5).unwrap().train_batch(7).unwrap();
     for i in 0..3 {
         let expected = normalized(&set, batch.labels[i] as usize);
         assert_eq!((view(&batch, 0, i), view(&batch, 1, i)), (expected.clone(), expected));
@@ -862,10 +873,10 @@ fn image_batches_are_pure_functions_of_k_and_view_major() {
 
     // Evaluation batches: fixed, from the evaluation indices, as many views as training.
     let with_eval = stream().with_eval(vec![8, 9, 3, 4], simclr.clone(), 1).unwrap();
-    let evals = with_eval.eval_batches();
-    assert_eq!(evals, with_eval.eval_batches());
+    let evals = with_eval.eval_batches().unwrap();
+    assert_eq!(evals, with_eval.eval_batches().unwrap());
     assert_eq!((evals.len(), evals[0].views, evals[0].labels.as_slice()), (1, 2, &[8, 9, 3][..]));
-    assert!(stream().eval_batches().is_empty());
+    assert!(stream().eval_batches().unwrap().is_empty());
 
     assert!(ImageBatches::new(set.clone(), vec![0, 1], simclr.clone(), 2, 3, 5).unwrap_err().to_string().contains("fewer than one batch"));
     assert!(ImageBatches::new(set.clone(), vec![0, 1, 10], simclr.clone(), 2, 3, 5).unwrap_err().to_string().contains("index 10"));

@@ -58,6 +58,9 @@ pub enum TrainError {
     /// The data pipeline stopped (its thread panicked or ended early).
     #[error("the data pipeline stopped unexpectedly at batch {0}")]
     DataPipeline(u64),
+    /// The training data could not be read.
+    #[error("reading the training data: {0}")]
+    Data(String),
 }
 
 impl TrainError {

@@ -249,7 +249,7 @@ where
     }
     // Resuming without any checkpoint starts over, log included.
     let mut log = MetricsLog::open(&run.metrics(), resume.then_some(state.step).filter(|&s| s > 0))?;
-    let eval_batches = stream.eval_batches();
+    let eval_batches = stream.eval_batches().map_err(TrainError::Data)?;
     let inner = device.clone().inner();
 
     // The data thread produces micro-batches in order, starting at the resume position.
@@ -257,7 +257,12 @@ where
     let (tx, rx) = sync_channel(cfg.prefetch.max(1));
     let producer = std::thread::spawn(move || {
         let mut k = first_micro;
-        while tx.send(stream.train_batch(k)).is_ok() {
+        loop {
+            let batch = stream.train_batch(k);
+            let failed = batch.is_err();
+            if tx.send(batch).is_err() || failed {
+                break;
+            }
             k += 1;
         }
     });
@@ -431,8 +436,8 @@ struct Best<O> {
     evals_since: u64,
 }
 
-fn recv<B>(rx: &Receiver<B>, k: u64) -> Result<B> {
-    rx.recv().map_err(|_| TrainError::DataPipeline(k))
+fn recv<B>(rx: &Receiver<std::result::Result<B, String>>, k: u64) -> Result<B> {
+    rx.recv().map_err(|_| TrainError::DataPipeline(k))?.map_err(TrainError::Data)
 }
 
 /// Scores the fixed evaluation batches without dropout or autodiff.

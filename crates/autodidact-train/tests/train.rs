@@ -109,6 +109,8 @@ mod toy {
         pub value: f32,
         /// Batches whose loss is finite but whose gradient is NaN.
         pub grad_bombs: Vec<u64>,
+        /// The batch that cannot be read.
+        pub unreadable: Option<u64>,
     }
 
     fn batch(k: u64, poison: Option<f32>) -> Batch {
@@ -127,11 +129,14 @@ mod toy {
 
     impl BatchStream for Stream {
         type Batch = Batch;
-        fn train_batch(&mut self, k: u64) -> Batch {
-            Batch { grad_bomb: self.grad_bombs.contains(&k), ..batch(k, self.poison.contains(&k).then_some(self.value)) }
+        fn train_batch(&mut self, k: u64) -> Result<Batch, String> {
+            if self.unreadable == Some(k) {
+                return Err(format!("shards/train-00000.bin: unexpected end of file at batch {k}"));
+            }
+            Ok(Batch { grad_bomb: self.grad_bombs.contains(&k), ..batch(k, self.poison.contains(&k).then_some(self.value)) })
         }
-        fn eval_batches(&self) -> Vec<Batch> {
-            vec![batch(1_000_000, None)]
+        fn eval_batches(&self) -> Result<Vec<Batch>, String> {
+            Ok(vec![batch(1_000_000, None)])
         }
     }
 }
@@ -159,7 +164,7 @@ fn toy_config(max_steps: u64, on_nonfinite: NonFinitePolicy) -> TrainConfig {
 }
 
 fn train_toy(root: &Path, cfg: &TrainConfig, poison: Vec<u64>, resume: bool) -> Result<(toy::Regression, TrainSummary), TrainError> {
-    train_toy_on(root, cfg, toy::Stream { poison, value: f32::NAN, grad_bombs: Vec::new() }, resume)
+    train_toy_on(root, cfg, toy::Stream { poison, value: f32::NAN, grad_bombs: Vec::new(), unreadable: None }, resume)
 }
 
 fn train_toy_on(root: &Path, cfg: &TrainConfig, stream: toy::Stream, resume: bool) -> Result<(toy::Regression, TrainSummary), TrainError> {
@@ -193,12 +198,22 @@ fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_good_checkpoints() {
     }
     // An infinite input: an infinite loss, the same stop.
     let dir = tempfile::tempdir().unwrap();
-    let err = train_toy_on(dir.path(), &toy_config(12, NonFinitePolicy::Stop), toy::Stream { poison: vec![4], value: f32::INFINITY, grad_bombs: Vec::new() }, false).unwrap_err();
+    let err = train_toy_on(dir.path(), &toy_config(12, NonFinitePolicy::Stop), toy::Stream { poison: vec![4], value: f32::INFINITY, grad_bombs: Vec::new(), unreadable: None }, false).unwrap_err();
     assert!(matches!(err, TrainError::NonFinite { what: "loss", step: 5, value } if value.is_infinite()), "{err}");
     // A finite loss whose gradient is NaN: stopped on the gradient norm.
     let dir = tempfile::tempdir().unwrap();
-    let err = train_toy_on(dir.path(), &toy_config(12, NonFinitePolicy::Stop), toy::Stream { poison: Vec::new(), value: 0.0, grad_bombs: vec![1] }, false).unwrap_err();
+    let err = train_toy_on(dir.path(), &toy_config(12, NonFinitePolicy::Stop), toy::Stream { poison: Vec::new(), value: 0.0, grad_bombs: vec![1], unreadable: None }, false).unwrap_err();
     assert!(matches!(err, TrainError::NonFinite { what: "gradient norm", step: 2, .. }), "{err}");
+}
+
+#[test]
+fn unreadable_training_data_is_an_error_naming_it_and_keeps_the_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = toy::Stream { poison: Vec::new(), value: 0.0, grad_bombs: Vec::new(), unreadable: Some(7) };
+    let err = train_toy_on(dir.path(), &toy_config(12, NonFinitePolicy::Stop), stream, false).unwrap_err();
+    assert!(matches!(err, TrainError::Data(_)), "{err:?}");
+    assert!(err.to_string().contains("shards/train-00000.bin: unexpected end of file at batch 7"), "{err}");
+    assert!(!checkpoint_steps(dir.path()).is_empty(), "checkpoints before the failure are kept");
 }
 
 #[test]
