@@ -113,17 +113,16 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let opts = ShardOptions { heldout_fraction: config.data.heldout_fraction, seed: config.run.seed, ..ShardOptions::default() };
     let shard_dir = run_dir.join("shards");
     eprintln!("tokenizing the corpus into {} ...", shard_dir.display());
-    let reused = shards::read_index(&shard_dir).is_ok_and(|i| shards::fingerprint(&source, &tokenizer, &opts).is_ok_and(|fp| fp == i.fingerprint));
     let start = Instant::now();
-    let index = shards::build_or_reuse(&source, &tokenizer, &shard_dir, &opts)?;
+    let (index, built) = shards::prepare(&source, &tokenizer, &shard_dir, &opts)?;
     let mb = index.source.bytes as f64 / 1e6;
     let tokens = index.train.tokens + index.heldout.tokens;
-    if reused {
-        eprintln!("{mb:.1} MB of text, {tokens} tokens: shards reused (same corpus files, tokenizer and split)");
-    } else {
+    if built {
         let s = start.elapsed().as_secs_f64();
         prep.shards_s = Some(s);
         eprintln!("{mb:.1} MB of text, {tokens} tokens: tokenized and sharded in {s:.1} s ({:.1} MB/s)", mb / s.max(1e-9));
+    } else {
+        eprintln!("{mb:.1} MB of text, {tokens} tokens: shards reused (same corpus files, tokenizer and split)");
     }
     for skipped in &index.source.files_skipped {
         eprintln!("warning: skipped unreadable file {skipped}");

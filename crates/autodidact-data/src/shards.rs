@@ -135,13 +135,21 @@ pub fn fingerprint(source: &TextSource, tokenizer: &TextTokenizer, opts: &ShardO
 /// # Errors
 /// I/O failures, an empty corpus, or a held-out or training split with no tokens.
 pub fn build_or_reuse(source: &TextSource, tokenizer: &TextTokenizer, dir: &Path, opts: &ShardOptions) -> Result<ShardIndex> {
+    prepare(source, tokenizer, dir, opts).map(|(index, _)| index)
+}
+
+/// [`build_or_reuse`], also saying whether the shards were built (`true`) or reused.
+///
+/// # Errors
+/// As [`build_or_reuse`].
+pub fn prepare(source: &TextSource, tokenizer: &TextTokenizer, dir: &Path, opts: &ShardOptions) -> Result<(ShardIndex, bool)> {
     let fp = fingerprint(source, tokenizer, opts)?;
     if let Ok(index) = read_index(dir)
         && index.fingerprint == fp
     {
-        return Ok(index);
+        return Ok((index, false));
     }
-    build(source, tokenizer, dir, opts, fp)
+    Ok((build(source, tokenizer, dir, opts, fp)?, true))
 }
 
 struct SplitWriter {

@@ -129,7 +129,7 @@ fn conv2d_weight_grad(x: &FlexTensor, weight: &FlexTensor, grad: FlexTensor, opt
     let kdim = ci * kh * kw;
     // dY as [out, batch·pixels]: the rows of one output channel, image after image.
     let grad = Flex::float_reshape(Flex::float_permute(grad, &[1, 0, 2, 3]), Shape::new([co, n * pixels]));
-    let images_per_chunk = (MAX_COLUMN_ELEMENTS / (pixels * kdim).max(1)).clamp(1, n);
+    let images_per_chunk = (MAX_COLUMN_ELEMENTS / (pixels * kdim).max(1)).clamp(1, n.max(1));
     let geometry = Im2col { ci, h, w, kh, kw, ho, wo, stride: options.stride, dilation: options.dilation, pad: [options.padding[0].0, options.padding[1].0] };
     let mut total: Option<FlexTensor> = None;
     for first in (0..n).step_by(images_per_chunk) {
@@ -224,11 +224,6 @@ const ROWS_PER_TASK: usize = 64;
 /// Elements per parallel task of the elementwise kernels.
 const ELEMENTS_PER_TASK: usize = 1 << 14;
 
-/// The f32 values of `t` in row-major order (a copy only when `t` is not contiguous).
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
 fn slice_of(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().unwrap_or(&[])
 }
@@ -321,13 +316,13 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 fn gelu_forward(x: &FlexTensor) -> FlexTensor {
-    let x = contiguous(x);
+    let x = x.to_contiguous();
     let xs = slice_of(&x);
     tensor_like(zip_map(xs, xs, |v, _| v * normal_cdf_pdf(v).0), &x)
 }
 
 fn softmax_forward(x: &FlexTensor) -> FlexTensor {
-    let x = contiguous(x);
+    let x = x.to_contiguous();
     let shape = x.shape();
     let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
     let xs = slice_of(&x);
@@ -347,8 +342,8 @@ fn softmax_forward(x: &FlexTensor) -> FlexTensor {
 
 /// Per-row mean and 1/σ of the LayerNorm input, and its output.
 fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<f32>, Vec<f32>) {
-    let x = contiguous(x);
-    let (gamma, beta) = (contiguous(gamma), contiguous(beta));
+    let x = x.to_contiguous();
+    let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
     let (g, b) = (slice_of(&gamma), slice_of(&beta));
     let cols = g.len().max(1);
     let xs = slice_of(&x);
@@ -394,8 +389,8 @@ impl Backward<Flex, 1> for GeluBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node] = ops.parents;
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
-        let x = contiguous(&ops.state);
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let x = ops.state.to_contiguous();
         if let Some(node) = node {
             // d/dx x·Φ(x) = Φ(x) + x·φ(x)
             let dx = zip_map(slice_of(&x), slice_of(&grad), |v, g| {
@@ -416,8 +411,8 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node] = ops.parents;
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
-        let y = contiguous(&ops.state);
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let y = ops.state.to_contiguous();
         let Some(node) = node else { return };
         let shape = y.shape();
         let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
@@ -445,9 +440,9 @@ impl Backward<Flex, 3> for LayerNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (x, gamma, mean, rstd) = ops.state;
-        let (x, gamma) = (contiguous(&x), contiguous(&gamma));
+        let (x, gamma) = (x.to_contiguous(), gamma.to_contiguous());
         let (xs, gs, g) = (slice_of(&x), slice_of(&grad), slice_of(&gamma));
         let cols = g.len().max(1);
         let chunk = cols * ROWS_PER_TASK;
