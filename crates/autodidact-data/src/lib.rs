@@ -8,6 +8,7 @@
 
 pub mod augment;
 pub mod error;
+mod fast_wordpiece;
 pub mod images;
 pub mod labeled;
 pub mod mlm;

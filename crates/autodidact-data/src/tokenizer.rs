@@ -2,6 +2,7 @@
 //! BERT, or byte-level BPE, as RoBERTa) or loaded from an existing `tokenizer.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -18,6 +19,7 @@ use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{DataError, Result};
+use crate::fast_wordpiece::AsciiWordPiece;
 use crate::source::{SourceStats, TextSource};
 
 /// Which subword model to train.
@@ -77,6 +79,8 @@ const ROBERTA_SPECIALS: [&str; 5] = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"];
 pub struct TextTokenizer {
     inner: Tokenizer,
     special: SpecialTokens,
+    /// BERT's pipeline on ASCII text without `tokenizers`' per-character bookkeeping.
+    fast: Option<Arc<AsciiWordPiece>>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -111,6 +115,11 @@ fn tok_err(path: &Path, e: impl std::fmt::Display) -> DataError {
 }
 
 impl TextTokenizer {
+    fn new(inner: Tokenizer, special: SpecialTokens) -> Self {
+        let fast = AsciiWordPiece::for_tokenizer(&inner).map(Arc::new);
+        Self { inner, special, fast }
+    }
+
     /// Trains a tokenizer on every document of `source` (streamed once).
     ///
     /// # Errors
@@ -172,7 +181,7 @@ impl TextTokenizer {
             TokenizerKind::WordPiece => tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls))),
             TokenizerKind::Bpe => tokenizer.with_post_processor(Some(RobertaProcessing::new(sep, cls))),
         };
-        Ok((Self { inner: tokenizer, special }, stats))
+        Ok((Self::new(tokenizer, special), stats))
     }
 
     /// Loads the tokenizer of a HuggingFace model directory: its `tokenizer.json` when
@@ -199,7 +208,7 @@ impl TextTokenizer {
         let special = lookup_specials(&inner, &BERT_SPECIALS).ok_or_else(|| tok_err(&vocab, format!("special tokens missing: expected {BERT_SPECIALS:?}")))?;
         inner.add_special_tokens(&specials(&BERT_SPECIALS));
         inner.with_post_processor(Some(BertProcessing::new((BERT_SPECIALS[3].into(), special.sep), (BERT_SPECIALS[2].into(), special.cls))));
-        Ok(Self { inner, special })
+        Ok(Self::new(inner, special))
     }
 
     /// The tokenizer files HF tools read, as `(file name, contents)`: `tokenizer.json`,
@@ -269,7 +278,7 @@ impl TextTokenizer {
             .ok_or_else(|| {
                 tok_err(path, format!("no special tokens found: expected {BERT_SPECIALS:?} or {ROBERTA_SPECIALS:?} in the vocabulary"))
             })?;
-        Ok(Self { inner, special })
+        Ok(Self::new(inner, special))
     }
 
     /// Writes `tokenizer.json` atomically.
@@ -309,6 +318,34 @@ impl TextTokenizer {
     /// # Errors
     /// Tokenization failure (rare: e.g. a pre-tokenizer error).
     pub fn encode_batch(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
+        if let Some(fast) = &self.fast {
+            use rayon::prelude::*;
+            return texts
+                .par_iter()
+                .map(|text| {
+                    let mut ids = Vec::with_capacity(text.len() / 4);
+                    fast.encode(text, &mut ids, |segment, out| {
+                        let e = self.inner.encode_fast(segment, false).map_err(|e| tok_err(Path::new("<encode>"), e))?;
+                        out.extend_from_slice(e.get_ids());
+                        Ok(())
+                    })?;
+                    Ok(ids)
+                })
+                .collect();
+        }
+        self.encode_batch_hf(texts)
+    }
+
+    /// Whether [`Self::encode_batch`] takes the ASCII fast path (BERT's WordPiece pipeline).
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// [`Self::encode_batch`] by `tokenizers` alone (the reference for the fast path).
+    ///
+    /// # Errors
+    /// Tokenization failure.
+    pub fn encode_batch_hf(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
         let encodings = self.inner.encode_batch_fast(texts, false).map_err(|e| tok_err(Path::new("<encode>"), e))?;
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }

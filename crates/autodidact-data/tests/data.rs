@@ -153,11 +153,58 @@ fn wordpiece_training_is_reproducible_and_round_trips_through_json() {
     assert!(!ids.contains(&a.special().unk));
 }
 
+/// Text that exercises every branch of the ASCII fast path and every reason to leave it.
+const TRICKY: &[&str] = &[
+    "Héllo wörld, café naïve; ÉCOLE",
+    "日本語のテキスト 中文字符 한국어 mixed中文text",
+    "tab\tsep\nnew\r\nline  double   spaces ",
+    "ctrl\x0bchar form\x0cfeed null\0byte del\x7fete bell\x07 esc\x1b[0m",
+    "zero\u{200b}width join\u{200d}er soft\u{ad}hyphen bom\u{feff}",
+    "nbsp\u{a0}space ideographic\u{3000}space en\u{2002}space",
+    "[MASK] [SEP] text[CLS]inside ##ing #hash [bracket] ##",
+    "emoji 😀 and \u{fffd} replacement, snowman \u{2603}",
+    "don't can't U.S.A. e-mail 3.14 $100 50% a+b=c <tag> {brace} |pipe| ~tilde^ `tick` \\back \"quote\"",
+    "combining e\u{301} accent \u{301}leading mark",
+    "MiXeD CaSe WORDS AND ALICE",
+    "supercalifragilisticexpialidocious qqqqzzzzxqj zzz",
+    "",
+    "   \n\t ",
+];
+
+fn assert_fast_path_matches_tokenizers(tok: &TextTokenizer, texts: &[&str]) {
+    assert!(tok.has_fast_path());
+    let fast = tok.encode_batch(texts.to_vec()).unwrap();
+    let reference = tok.encode_batch_hf(texts.to_vec()).unwrap();
+    for ((text, f), r) in texts.iter().zip(&fast).zip(&reference) {
+        assert_eq!(f, r, "fast path and tokenizers differ on {text:?}");
+    }
+}
+
+/// The ASCII fast path of `encode_batch` gives exactly `tokenizers`' ids: on tricky text, on
+/// words longer than the per-word limit, with and without lowercasing, on the shipped books,
+/// and for a transformers BERT tokenizer.
+#[test]
+fn wordpiece_fast_path_encodes_exactly_like_tokenizers() {
+    let long = ["x".repeat(100), "y".repeat(101), format!("{} tail", "alice".repeat(30))];
+    let mut texts: Vec<&str> = TRICKY.to_vec();
+    texts.extend(long.iter().map(String::as_str));
+    let books = TextSource::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/corpus/gutenberg"), TextFormat::Auto, "text").unwrap();
+    let chunks: Vec<String> = books.chunks().map(|c| c.text).collect();
+    for lowercase in [true, false] {
+        let spec = TokenizerTrainSpec { lowercase, ..spec(TokenizerKind::WordPiece, 2000) };
+        let (tok, _) = TextTokenizer::train(&books, &spec).unwrap();
+        assert_fast_path_matches_tokenizers(&tok, &texts);
+        assert_fast_path_matches_tokenizers(&tok, &chunks.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    assert_fast_path_matches_tokenizers(&TextTokenizer::load_hf_dir(&hf_fixture_dir()).unwrap(), &texts);
+}
+
 #[test]
 fn bpe_tokenizer_has_roberta_specials_and_no_unknowns() {
     let dir = tempfile::tempdir().unwrap();
     let source = corpus(dir.path());
     let (t, _) = TextTokenizer::train(&source, &spec(TokenizerKind::Bpe, 300)).unwrap();
+    assert!(!t.has_fast_path(), "the ASCII fast path is BERT's pipeline only");
     let ids = t.encode_batch(vec!["Zebra ünïcödé ☃"]).unwrap().remove(0);
     assert!(!ids.is_empty());
     assert!(!ids.contains(&t.special().unk), "byte-level BPE never needs <unk>");
