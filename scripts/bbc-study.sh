@@ -4,7 +4,8 @@
 # MLM on unlabeled text that includes the BBC articles without labels, (c) the same plus
 # SimCSE; plus a linear probe and kNN on the frozen SimCSE (and MLM) encoders.
 #
-#   scripts/bbc-study.sh            # everything (about an hour on 2 cores)
+#   scripts/bbc-study.sh            # everything, seeds 0 1 2
+#   SEEDS=0 scripts/bbc-study.sh    # one seed
 #   SKIP_PRETRAIN=1 scripts/bbc-study.sh   # reuse runs/bbc-mlm and runs/bbc-simcse
 #
 # Prints a markdown table; every run's summary.json is under runs/.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 scripts/fetch-data.sh
 cargo build --release -p autodidact-cli
 bin=${CARGO_TARGET_DIR:-target}/release/autodidact
-seeds=${SEEDS:-0}
+seeds=${SEEDS:-"0 1 2"}
 
 if [ -z "${SKIP_PRETRAIN:-}" ]; then
     /usr/bin/time -f "%e s wall" "$bin" pretrain configs/bbc-mlm.toml --overwrite -q
@@ -39,12 +40,14 @@ python3 - "$seeds" <<'PY'
 import json, sys
 seeds = sys.argv[1].split()
 def s(name): return json.load(open(f"runs/{name}/summary.json"))
+def mean(xs): return sum(xs) / len(xs)
+def sd(xs): return (sum((x - mean(xs)) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
 def cell(kind, frac):
     runs = [s(f"bbc-{kind}-{frac}-s{seed}") for seed in seeds]
-    acc = sum(r["test"]["accuracy"] for r in runs) / len(runs)
-    f1 = sum(r["test"]["macro_f1"] for r in runs) / len(runs)
-    t = sum(r["wall_time_s"] for r in runs) / len(runs)
-    return f"{100*acc:.1f}% / {f1:.3f} ({runs[0]['examples']['train']} ex., {t:.0f} s)"
+    acc = [100 * r["test"]["accuracy"] for r in runs]
+    f1 = mean([r["test"]["macro_f1"] for r in runs])
+    t = mean([r["wall_time_s"] for r in runs])
+    return f"{mean(acc):.1f} ± {sd(acc):.1f}% / {f1:.3f} ({runs[0]['examples']['train']} ex., {t:.0f} s)"
 print("| encoder | 1% labels | 10% labels | 100% labels |")
 print("|---|---|---|---|")
 for kind, label in [("scratch", "(a) from scratch"), ("mlm", "(b) MLM"), ("simcse", "(c) MLM + SimCSE")]:
