@@ -183,7 +183,9 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     cfg = tomllib.load(open(os.path.join(args.run_dir, "config.toml"), "rb"))
-    d, m, o, t = cfg["data"], cfg["model"], cfg["objective"], dict(cfg["train"])
+    d, o, t = cfg["data"], cfg["objective"], dict(cfg["train"])
+    # The run's full BertConfig (config.toml keeps only the keys the user set).
+    m = json.load(open(os.path.join(args.run_dir, "model_config.json")))
     assert cfg["objective"]["type"] == "mlm" and t.get("grad_accum", 1) == 1, "only MLM with grad_accum = 1 is replicated"
     assert o.get("label_smoothing", 0.0) == 0.0, "label smoothing not replicated"
     if args.lr is not None:
