@@ -1,5 +1,6 @@
 //! End-to-end tests of the `autodidact` binary: smoke training, determinism, exact resume,
 //! and the errors users see for bad configs and bad data.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -550,7 +551,7 @@ fn stripes_idx(dir: &Path, name: &str, n: usize, seed: u64) -> (PathBuf, PathBuf
     labels.extend((n as u32).to_be_bytes());
     for i in 0..n {
         let class = i % 4;
-        let phase = next() * 6.28;
+        let phase = next() * std::f64::consts::TAU;
         for y in 0..side {
             for x in 0..side {
                 let t = match class {

@@ -1,5 +1,6 @@
 //! BERT against HuggingFace transformers: logit parity on a transformers-saved checkpoint,
 //! bit-exact export/import round trips, and clear errors for checkpoints that do not fit.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 #[path = "support/cpu_kernels.rs"]
 mod cpu_kernels;

@@ -1,4 +1,5 @@
 //! Losses against PyTorch golden values and analytic cases, and the objective contract.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 #[path = "../../autodidact-models/tests/support/hf_fixture.rs"]
 mod hf_fixture;

@@ -1,5 +1,6 @@
 //! Evaluation helpers against oracle cases; the trainer's handling of faults (NaN, killed
 //! writes, damaged or malicious weight files) on a toy objective.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 use std::path::Path;
 
