@@ -330,7 +330,7 @@ impl TrainSection {
                 bail!("train.{k}: {v} must be in [0, 1)");
             }
         }
-        if !(tr.eps > 0.0) || !(tr.weight_decay >= 0.0) || !(tr.clip_grad_norm >= 0.0) {
+        if !(tr.eps > 0.0 && tr.weight_decay >= 0.0 && tr.clip_grad_norm >= 0.0) {
             bail!("train.eps must be positive; train.weight_decay and train.clip_grad_norm must be non-negative");
         }
         if !self.early_stopping_metric.starts_with("eval_") {
@@ -995,7 +995,7 @@ impl VisionConfig {
             }
         }
         let e = &self.eval;
-        if e.knn_k == 0 || e.probe_steps == 0 || !(e.knn_temperature > 0.0) || !(e.probe_lr > 0.0) || !(e.probe_l2 >= 0.0) {
+        if e.knn_k == 0 || e.probe_steps == 0 || !(e.knn_temperature > 0.0 && e.probe_lr > 0.0 && e.probe_l2 >= 0.0) {
             bail!("eval: knn_k, probe_steps, knn_temperature and probe_lr must be positive, probe_l2 non-negative");
         }
         self.train.validate()

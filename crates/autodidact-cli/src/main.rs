@@ -314,7 +314,7 @@ fn vision_pretrain(args: &PretrainCli, path: &std::path::Path) -> Result<ExitCod
 fn exit_for_loss_drop(report: &serde_json::Value, expected: Option<f64>) -> ExitCode {
     if let Some(expected) = expected {
         let drop = report["eval_loss_drop"].as_f64().unwrap_or(f64::NAN);
-        if !(drop >= expected) {
+        if drop.is_nan() || drop < expected {
             eprintln!("error: held-out loss fell by {:.1}%, less than the expected {:.1}%", drop * 100.0, expected * 100.0);
             return ExitCode::from(EXIT_DID_NOT_LEARN);
         }
@@ -323,10 +323,10 @@ fn exit_for_loss_drop(report: &serde_json::Value, expected: Option<f64>) -> Exit
 }
 
 fn pretrain(args: PretrainCli) -> Result<ExitCode> {
-    if let Some(f) = args.expect_loss_drop {
-        if !(0.0..1.0).contains(&f) {
-            bail!("--expect-loss-drop {f}: must be a fraction in [0, 1)");
-        }
+    if let Some(f) = args.expect_loss_drop
+        && !(0.0..1.0).contains(&f)
+    {
+        bail!("--expect-loss-drop {f}: must be a fraction in [0, 1)");
     }
     let config_path = match (&args.resume, &args.config) {
         (_, Some(path)) => path.clone(),

@@ -16,8 +16,7 @@ fn repo() -> PathBuf {
 }
 
 fn run(args: &[&str], cwd: &Path) -> Output {
-    let out = bin().args(args).current_dir(cwd).output().expect("run autodidact");
-    out
+    bin().args(args).current_dir(cwd).output().expect("run autodidact")
 }
 
 fn text(out: &Output) -> String {

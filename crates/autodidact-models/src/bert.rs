@@ -69,7 +69,7 @@ impl BertConfig {
                 return Err(ModelError::Config { field, message: "must be greater than 0".into() });
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ModelError::Config {
                 field: "num_attention_heads",
                 message: format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
@@ -80,7 +80,7 @@ impl BertConfig {
                 return Err(ModelError::Config { field, message: format!("{p} is not in [0, 1)") });
             }
         }
-        if !(self.layer_norm_eps > 0.0) || !(self.initializer_range > 0.0) {
+        if !(self.layer_norm_eps > 0.0 && self.initializer_range > 0.0) {
             return Err(ModelError::Config { field: "layer_norm_eps", message: "layer_norm_eps and initializer_range must be positive".into() });
         }
         Ok(())

@@ -74,10 +74,11 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
     let mut sum = SumSquares { grads, total: None };
     module.visit(&mut sum);
     let norm = sum.total.map_or(0.0, |t| f64::from(t.into_scalar::<f32>()).sqrt());
-    if let Some(max) = max_norm {
-        if norm.is_finite() && norm > max {
-            module.visit(&mut Scale { grads, factor: max / (norm + 1e-6) });
-        }
+    if let Some(max) = max_norm
+        && norm.is_finite()
+        && norm > max
+    {
+        module.visit(&mut Scale { grads, factor: max / (norm + 1e-6) });
     }
     norm
 }

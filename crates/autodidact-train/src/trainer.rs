@@ -188,6 +188,9 @@ pub fn prepare_model<M: Module>(model: M, seed: u64, device: &Device) -> M {
     with_stable_ids(model)
 }
 
+/// An evaluation of the model during training: named figures, or a message.
+pub type EvalFn<'a, O> = Box<dyn FnMut(&O) -> std::result::Result<BTreeMap<String, f64>, String> + 'a>;
+
 /// An evaluation the trainer runs every `every` steps besides its own held-out loss (e.g.
 /// kNN and linear-probe accuracy of frozen features). Its figures go to `metrics.jsonl` on
 /// the evaluation line of that step; it must not change the objective (training after it is
@@ -196,7 +199,7 @@ pub struct PeriodicEval<'a, O> {
     /// Steps between evaluations (not at the last step: the caller evaluates the final model).
     pub every: u64,
     /// The evaluation: named figures, or a message.
-    pub run: Box<dyn FnMut(&O) -> std::result::Result<BTreeMap<String, f64>, String> + 'a>,
+    pub run: EvalFn<'a, O>,
 }
 
 /// Runs (or resumes) training.
