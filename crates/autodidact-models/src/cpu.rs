@@ -27,7 +27,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::nn::attention::{MhaInput, MultiHeadAttention};
 use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
 use burn::nn::activation::Activation;
-use burn::nn::{Dropout, LayerNorm, Linear, PaddingConfig2d};
+use burn::nn::{BatchNorm, Dropout, LayerNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Distribution, Shape, Slice, Tensor, TensorData};
 use rand::rngs::SmallRng;
@@ -300,6 +300,29 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, epsilon: f64, x: Tensor<D>)
     Tensor::from_dispatch(out)
 }
 
+/// `bn` applied to `x`, as [`BatchNorm::forward`] (training mode on an autodiff device unless
+/// the layer is frozen: batch statistics, running statistics updated with its momentum), with
+/// one fused pass forward and one backward on flex instead of burn's transposed copies.
+///
+/// # Shapes
+/// - `x`: `[batch, channels, ...]`, output: the same
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !(is_flex(&device) && device.is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let channels = bn.gamma.dims()[0];
+    let moments: Tensor<2> = Tensor::from_dispatch(<Dispatch as FastOps>::channel_moments(x.clone().into_dispatch())).detach();
+    let (mean, var) = (moments.clone().slice([0..1, 0..channels]).reshape([channels]), moments.slice([1..2, 0..channels]).reshape([channels]));
+    let momentum = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - momentum).add(mean.mul_scalar(momentum));
+    let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - momentum).add(var.mul_scalar(momentum));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    let out = <Dispatch as FastOps>::batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon);
+    Tensor::from_dispatch(out)
+}
+
 /// Fused row-wise and elementwise operations with their backward passes.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastOps: Backend {
@@ -309,6 +332,12 @@ pub trait FastOps: Backend {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `(x − mean) / sqrt(var + eps) · gamma + beta` over the last dimension.
     fn layer_norm_last(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+    /// Batch normalization of `[batch, channels, ...]` with the batch's own statistics
+    /// (biased variance), differentiated as one operation.
+    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+    /// Per-channel mean (row 0) and biased variance (row 1) of `[batch, channels, ...]`, as
+    /// `[2, channels]`; not differentiated.
+    fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -367,6 +396,57 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps
     (tensor_like(out, &x), mean, rstd)
 }
 
+/// Channels and elements per (batch item, channel) of a `[batch, channels, ...]` tensor.
+fn channel_layout(x: &FlexTensor) -> (usize, usize) {
+    let shape = x.shape();
+    let dims = shape.as_slice();
+    let channels = dims.get(1).copied().unwrap_or(1).max(1);
+    (channels, dims[2.min(dims.len())..].iter().product::<usize>().max(1))
+}
+
+/// Per-channel mean and biased variance (two passes, f64 sums), in parallel over channels.
+fn channel_stats(xs: &[f32], channels: usize, inner: usize) -> (Vec<f32>, Vec<f32>) {
+    let count = (xs.len() / channels).max(1) as f64;
+    let stats: Vec<(f32, f32)> = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let planes = || xs.chunks(inner).skip(c).step_by(channels);
+            let mean = planes().map(|p| p.iter().map(|&v| f64::from(v)).sum::<f64>()).sum::<f64>() / count;
+            let var = planes().map(|p| p.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>()).sum::<f64>() / count;
+            (mean as f32, var as f32)
+        })
+        .collect();
+    stats.into_iter().unzip()
+}
+
+/// BatchNorm output with the batch statistics, and the per-channel mean and 1/σ.
+fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<f32>, Vec<f32>) {
+    let x = x.to_contiguous();
+    let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
+    let (g, b) = (slice_of(&gamma), slice_of(&beta));
+    let (channels, inner) = channel_layout(&x);
+    let xs = slice_of(&x);
+    let (mean, var) = channel_stats(xs, channels, inner);
+    let rstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + epsilon as f32).sqrt()).collect();
+    let mut out = vec![0.0f32; xs.len()];
+    out.par_chunks_mut(inner).zip(xs.par_chunks(inner)).enumerate().for_each(|(i, (o, x))| {
+        let c = i % channels;
+        let (scale, shift) = (rstd[c] * g[c], b[c] - mean[c] * rstd[c] * g[c]);
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = v * scale + shift;
+        }
+    });
+    (tensor_like(out, &x), mean, rstd)
+}
+
+fn channel_moments_flex(x: &FlexTensor) -> FlexTensor {
+    let x = x.to_contiguous();
+    let (channels, inner) = channel_layout(&x);
+    let (mut mean, var) = channel_stats(slice_of(&x), channels, inner);
+    mean.extend(var);
+    FlexTensor::from_data(TensorData::new(mean, [2, channels]))
+}
+
 impl FastOps for Flex {
     fn gelu_exact(x: FlexTensor) -> FlexTensor {
         gelu_forward(&x)
@@ -378,6 +458,14 @@ impl FastOps for Flex {
 
     fn layer_norm_last(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
         layer_norm_forward(&x, &gamma, &beta, epsilon).0
+    }
+
+    fn batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
+        batch_norm_forward(&x, &gamma, &beta, epsilon).0
+    }
+
+    fn channel_moments(x: FlexTensor) -> FlexTensor {
+        channel_moments_flex(&x)
     }
 }
 
@@ -497,6 +585,70 @@ impl Backward<Flex, 3> for LayerNormBackward {
     }
 }
 
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    /// Input, gamma, per-channel mean and 1/σ.
+    type State = (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (x, gamma, mean, rstd) = ops.state;
+        let (x, gamma) = (x.to_contiguous(), gamma.to_contiguous());
+        let (xs, dys, g) = (slice_of(&x), slice_of(&grad), slice_of(&gamma));
+        let (channels, inner) = channel_layout(&x);
+        // dβ = Σ dy, dγ = Σ dy ⊙ x̂ per channel (f64 sums).
+        let sums: Vec<(f32, f32)> = (0..channels)
+            .into_par_iter()
+            .map(|c| {
+                let (mut db, mut dg) = (0.0f64, 0.0f64);
+                for (x, dy) in xs.chunks(inner).zip(dys.chunks(inner)).skip(c).step_by(channels) {
+                    for (&v, &d) in x.iter().zip(dy) {
+                        db += f64::from(d);
+                        dg += f64::from(d) * f64::from((v - mean[c]) * rstd[c]);
+                    }
+                }
+                (db as f32, dg as f32)
+            })
+            .collect();
+        let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+        if let Some(node) = node_x {
+            // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy ⊙ x̂)), means over the channel's elements
+            let count = (xs.len() / channels).max(1) as f32;
+            let mut dx = vec![0.0f32; xs.len()];
+            dx.par_chunks_mut(inner).zip(xs.par_chunks(inner)).zip(dys.par_chunks(inner)).enumerate().for_each(|(i, ((dx, x), dy))| {
+                let c = i % channels;
+                let (m, r, k) = (mean[c], rstd[c], g[c] * rstd[c]);
+                let (mean_dy, mean_dyx) = (dbeta[c] / count, dgamma[c] / count);
+                for ((dx, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+                    *dx = k * (d - mean_dy - (v - m) * r * mean_dyx);
+                }
+            });
+            grads.register::<Flex>(node.id, tensor_like(dx, &x));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor_like(dgamma, &gamma));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor_like(dbeta, &gamma));
+        }
+    }
+}
+
+/// An operation whose output carries no gradient (statistics read from an activation).
+#[derive(Debug)]
+struct NoGradient;
+
+impl Backward<Flex, 1> for NoGradient {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        grads.consume::<Flex>(&ops.node);
+    }
+}
+
 impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
@@ -527,6 +679,20 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon).0),
         }
+    }
+
+    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, mean, rstd) = batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
+                prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon).0),
+        }
+    }
+
+    fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        NoGradient.prepare::<C>([x.node()]).compute_bound().stateless(channel_moments_flex(x.primitive()))
     }
 }
 

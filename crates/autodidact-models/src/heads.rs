@@ -120,6 +120,6 @@ impl ProjectionHead {
     /// # Shapes
     /// - `x`: `[batch, input]`, output: `[batch, output]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.fc2.forward(relu(self.bn.forward(self.fc1.forward(x))))
+        self.fc2.forward(relu(crate::cpu::batch_norm(&self.bn, self.fc1.forward(x))))
     }
 }

@@ -79,7 +79,7 @@ pub struct ConvBn {
 
 impl ConvBn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(crate::cpu::conv2d(&self.conv, x))
+        crate::cpu::batch_norm(&self.bn, crate::cpu::conv2d(&self.conv, x))
     }
 }
 

@@ -193,3 +193,57 @@ fn fused_softmax_is_exact_enough_over_the_whole_exponent_range() {
         assert!((f64::from(a) - b).abs() <= 4e-7 * b + 1e-37, "softmax[{i}]: {a} vs {b}");
     }
 }
+
+#[test]
+fn fused_batch_norm_matches_burn_with_all_gradients_and_running_statistics() {
+    let _rng = rng_lock();
+    use burn::module::{Module, Param};
+    use burn::nn::{BatchNorm, BatchNormConfig};
+    let device = flex();
+    device.seed(8);
+    let gamma = Tensor::<1>::random([6], Distribution::Normal(1.0, 0.5), &device);
+    let beta = Tensor::<1>::random([6], Distribution::Normal(0.0, 0.5), &device);
+    let layer = || {
+        let mut bn = BatchNormConfig::new(6).with_momentum(0.3).init(&device);
+        bn.gamma = Param::from_tensor(gamma.clone());
+        bn.beta = Param::from_tensor(beta.clone());
+        bn
+    };
+    let (ours_bn, burns_bn) = (layer(), layer());
+
+    fn run<const D: usize>(bn: &BatchNorm, x: &Tensor<D>, r: &Tensor<D>, f: impl Fn(&BatchNorm, Tensor<D>) -> Tensor<D>) -> [Vec<f32>; 6] {
+        let xg = x.clone().require_grad();
+        let y = f(bn, xg.clone());
+        let grads = (y.clone() * r.clone()).sum().backward();
+        [
+            values(y),
+            values(xg.grad(&grads).expect("x")),
+            values(bn.gamma.val().grad(&grads).expect("gamma")),
+            values(bn.beta.val().grad(&grads).expect("beta")),
+            values(bn.running_mean.value()),
+            values(bn.running_var.value()),
+        ]
+    }
+    let names = ["output", "input gradient", "gamma gradient", "beta gradient", "running mean", "running variance"];
+    // Convolution activations (with an offset, so the mean matters) and a projection head's [batch, features].
+    let x4 = Tensor::<4>::random([5, 6, 7, 3], Distribution::Normal(1.5, 2.0), &device);
+    let r4 = Tensor::<4>::random([5, 6, 7, 3], Distribution::Normal(0.0, 1.0), &device);
+    let x2 = Tensor::<2>::random([9, 6], Distribution::Normal(-0.5, 3.0), &device);
+    let r2 = Tensor::<2>::random([9, 6], Distribution::Normal(0.0, 1.0), &device);
+    for step in 0..2 {
+        let ours = run(&ours_bn, &x4, &r4, cpu::batch_norm);
+        let burns = run(&burns_bn, &x4, &r4, |bn, x| bn.forward(x));
+        for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
+            assert_close(&format!("4-D batch norm step {step} {name}"), a, b);
+        }
+        let ours = run(&ours_bn, &x2, &r2, cpu::batch_norm);
+        let burns = run(&burns_bn, &x2, &r2, |bn, x| bn.forward(x));
+        for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
+            assert_close(&format!("2-D batch norm step {step} {name}"), a, b);
+        }
+    }
+    // Without autodiff (evaluation) it is burn's inference path on the running statistics.
+    let eval = Tensor::<4>::random([2, 6, 3, 3], Distribution::Normal(0.0, 1.0), &Device::flex());
+    let ours_valid = ours_bn.clone().valid();
+    assert_close("inference", &values(cpu::batch_norm(&ours_valid, eval.clone())), &values(ours_valid.forward(eval)));
+}
