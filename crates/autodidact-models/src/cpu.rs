@@ -519,11 +519,20 @@ impl Backward<Flex, 1> for SoftmaxBackward {
     }
 }
 
-#[derive(Debug)]
-struct LayerNormBackward;
+/// The axis a normalization's statistics run over.
+#[derive(Debug, Clone, Copy)]
+enum Norm {
+    /// LayerNorm: each row of the last dimension.
+    Rows,
+    /// BatchNorm: each channel (dimension 1) over the batch and the remaining dimensions.
+    Channels,
+}
 
-impl Backward<Flex, 3> for LayerNormBackward {
-    /// Input, gamma, per-row mean and 1/σ.
+#[derive(Debug)]
+struct NormBackward(Norm);
+
+impl Backward<Flex, 3> for NormBackward {
+    /// Input, gamma, and the mean and 1/σ of each normalized group.
     type State = (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
@@ -531,49 +540,13 @@ impl Backward<Flex, 3> for LayerNormBackward {
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (x, gamma, mean, rstd) = ops.state;
         let (x, gamma) = (x.to_contiguous(), gamma.to_contiguous());
-        let (xs, gs, g) = (slice_of(&x), slice_of(&grad), slice_of(&gamma));
-        let cols = g.len().max(1);
-        let chunk = cols * ROWS_PER_TASK;
-        // dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy: partial sums per task, then added.
-        let (dgamma, dbeta) = xs
-            .par_chunks(chunk)
-            .zip(gs.par_chunks(chunk))
-            .zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK)))
-            .map(|((x, dy), (mean, rstd))| {
-                let (mut dg, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
-                for (((x, dy), &m), &r) in x.chunks(cols).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
-                    for (((dg, db), &v), &d) in dg.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
-                        *dg += d * (v - m) * r;
-                        *db += d;
-                    }
-                }
-                (dg, db)
-            })
-            .reduce(
-                || (vec![0.0f32; cols], vec![0.0f32; cols]),
-                |(mut a, mut b), (c, d)| {
-                    a.iter_mut().zip(&c).for_each(|(a, c)| *a += c);
-                    b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
-                    (a, b)
-                },
-            );
-        if let Some(node) = node_x {
-            // dx = (1/σ) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
-            let mut dx = vec![0.0f32; xs.len()];
-            dx.par_chunks_mut(chunk).zip(xs.par_chunks(chunk)).zip(gs.par_chunks(chunk)).zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK))).for_each(|(((dx, x), dy), (mean, rstd))| {
-                for ((((dx, x), dy), &m), &r) in dx.chunks_mut(cols).zip(x.chunks(cols)).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
-                    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-                    for ((&v, &d), &w) in x.iter().zip(dy).zip(g) {
-                        let gh = d * w;
-                        sum_g += gh;
-                        sum_gx += gh * (v - m) * r;
-                    }
-                    let (mean_g, mean_gx) = (sum_g / cols as f32, sum_gx / cols as f32);
-                    for (((dx, &v), &d), &w) in dx.iter_mut().zip(x).zip(dy).zip(g) {
-                        *dx = r * (d * w - mean_g - (v - m) * r * mean_gx);
-                    }
-                }
-            });
+        let (xs, dys, g) = (slice_of(&x), slice_of(&grad), slice_of(&gamma));
+        let want_dx = node_x.is_some();
+        let (dx, dgamma, dbeta) = match self.0 {
+            Norm::Rows => layer_norm_grads(xs, dys, g, &mean, &rstd, want_dx),
+            Norm::Channels => batch_norm_grads(xs, dys, g, &mean, &rstd, channel_layout(&x), want_dx),
+        };
+        if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, tensor_like(dx, &x));
         }
         if let Some(node) = node_gamma {
@@ -585,56 +558,88 @@ impl Backward<Flex, 3> for LayerNormBackward {
     }
 }
 
-#[derive(Debug)]
-struct BatchNormBackward;
-
-impl Backward<Flex, 3> for BatchNormBackward {
-    /// Input, gamma, per-channel mean and 1/σ.
-    type State = (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let (x, gamma, mean, rstd) = ops.state;
-        let (x, gamma) = (x.to_contiguous(), gamma.to_contiguous());
-        let (xs, dys, g) = (slice_of(&x), slice_of(&grad), slice_of(&gamma));
-        let (channels, inner) = channel_layout(&x);
-        // dβ = Σ dy, dγ = Σ dy ⊙ x̂ per channel (f64 sums).
-        let sums: Vec<(f32, f32)> = (0..channels)
-            .into_par_iter()
-            .map(|c| {
-                let (mut db, mut dg) = (0.0f64, 0.0f64);
-                for (x, dy) in xs.chunks(inner).zip(dys.chunks(inner)).skip(c).step_by(channels) {
-                    for (&v, &d) in x.iter().zip(dy) {
-                        db += f64::from(d);
-                        dg += f64::from(d) * f64::from((v - mean[c]) * rstd[c]);
-                    }
+/// LayerNorm gradients: the input's (when wanted), gamma's and beta's.
+fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32], want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let cols = g.len().max(1);
+    let chunk = cols * ROWS_PER_TASK;
+    // dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy: partial sums per task, then added.
+    let (dgamma, dbeta) = xs
+        .par_chunks(chunk)
+        .zip(gs.par_chunks(chunk))
+        .zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK)))
+        .map(|((x, dy), (mean, rstd))| {
+            let (mut dg, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+            for (((x, dy), &m), &r) in x.chunks(cols).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
+                for (((dg, db), &v), &d) in dg.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
+                    *dg += d * (v - m) * r;
+                    *db += d;
                 }
-                (db as f32, dg as f32)
-            })
-            .collect();
-        let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
-        if let Some(node) = node_x {
-            // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy ⊙ x̂)), means over the channel's elements
-            let count = (xs.len() / channels).max(1) as f32;
-            let mut dx = vec![0.0f32; xs.len()];
-            dx.par_chunks_mut(inner).zip(xs.par_chunks(inner)).zip(dys.par_chunks(inner)).enumerate().for_each(|(i, ((dx, x), dy))| {
-                let c = i % channels;
-                let (m, r, k) = (mean[c], rstd[c], g[c] * rstd[c]);
-                let (mean_dy, mean_dyx) = (dbeta[c] / count, dgamma[c] / count);
-                for ((dx, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
-                    *dx = k * (d - mean_dy - (v - m) * r * mean_dyx);
+            }
+            (dg, db)
+        })
+        .reduce(
+            || (vec![0.0f32; cols], vec![0.0f32; cols]),
+            |(mut a, mut b), (c, d)| {
+                a.iter_mut().zip(&c).for_each(|(a, c)| *a += c);
+                b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
+                (a, b)
+            },
+        );
+    let dx = want_dx.then(|| {
+        // dx = (1/σ) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
+        let mut dx = vec![0.0f32; xs.len()];
+        dx.par_chunks_mut(chunk).zip(xs.par_chunks(chunk)).zip(gs.par_chunks(chunk)).zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK))).for_each(|(((dx, x), dy), (mean, rstd))| {
+            for ((((dx, x), dy), &m), &r) in dx.chunks_mut(cols).zip(x.chunks(cols)).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
+                let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+                for ((&v, &d), &w) in x.iter().zip(dy).zip(g) {
+                    let gh = d * w;
+                    sum_g += gh;
+                    sum_gx += gh * (v - m) * r;
                 }
-            });
-            grads.register::<Flex>(node.id, tensor_like(dx, &x));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, tensor_like(dgamma, &gamma));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, tensor_like(dbeta, &gamma));
-        }
-    }
+                let (mean_g, mean_gx) = (sum_g / cols as f32, sum_gx / cols as f32);
+                for (((dx, &v), &d), &w) in dx.iter_mut().zip(x).zip(dy).zip(g) {
+                    *dx = r * (d * w - mean_g - (v - m) * r * mean_gx);
+                }
+            }
+        });
+        dx
+    });
+    (dx, dgamma, dbeta)
+}
+
+/// BatchNorm gradients over `(channels, elements per batch item and channel)`: the input's
+/// (when wanted), gamma's and beta's.
+fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f32], (channels, inner): (usize, usize), want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    // dβ = Σ dy, dγ = Σ dy ⊙ x̂ per channel (f64 sums).
+    let sums: Vec<(f32, f32)> = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut db, mut dg) = (0.0f64, 0.0f64);
+            for (x, dy) in xs.chunks(inner).zip(dys.chunks(inner)).skip(c).step_by(channels) {
+                for (&v, &d) in x.iter().zip(dy) {
+                    db += f64::from(d);
+                    dg += f64::from(d) * f64::from((v - mean[c]) * rstd[c]);
+                }
+            }
+            (db as f32, dg as f32)
+        })
+        .collect();
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+    let dx = want_dx.then(|| {
+        // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy ⊙ x̂)), means over the channel's elements
+        let count = (xs.len() / channels).max(1) as f32;
+        let mut dx = vec![0.0f32; xs.len()];
+        dx.par_chunks_mut(inner).zip(xs.par_chunks(inner)).zip(dys.par_chunks(inner)).enumerate().for_each(|(i, ((dx, x), dy))| {
+            let c = i % channels;
+            let (m, r, k) = (mean[c], rstd[c], g[c] * rstd[c]);
+            let (mean_dy, mean_dyx) = (dbeta[c] / count, dgamma[c] / count);
+            for ((dx, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+                *dx = k * (d - mean_dy - (v - m) * r * mean_dyx);
+            }
+        });
+        dx
+    });
+    (dx, dgamma, dbeta)
 }
 
 /// An operation whose output carries no gradient (statistics read from an activation).
@@ -672,7 +677,7 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
     }
 
     fn layer_norm_last(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        match LayerNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        match NormBackward(Norm::Rows).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (out, mean, rstd) = layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
                 prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd), out)
@@ -682,7 +687,7 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
     }
 
     fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        match NormBackward(Norm::Channels).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (out, mean, rstd) = batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
                 prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd), out)
