@@ -15,7 +15,7 @@
 #   autodidact export runs/bbc-mlm --out /tmp/bbc-mlm-hf
 #   python scripts/reference/mlm_context_probe.py /tmp/bbc-mlm-hf runs/bbc-mlm
 #
-# Needs torch, transformers and numpy (e.g. the .venv-torch of scripts/bench-vs-pytorch.sh).
+# Needs torch, transformers and numpy (`pip install torch transformers numpy` in a virtualenv).
 import argparse
 import collections
 import json
