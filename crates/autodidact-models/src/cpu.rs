@@ -313,13 +313,13 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     }
     let channels = bn.gamma.dims()[0];
     let moments: Tensor<2> = Tensor::from_dispatch(<Dispatch as FastOps>::channel_moments(x.clone().into_dispatch())).detach();
-    let (mean, var) = (moments.clone().slice([0..1, 0..channels]).reshape([channels]), moments.slice([1..2, 0..channels]).reshape([channels]));
+    let (mean, var) = (moments.clone().slice([0..1, 0..channels]).reshape([channels]), moments.clone().slice([1..2, 0..channels]).reshape([channels]));
     let momentum = bn.momentum;
     let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - momentum).add(mean.mul_scalar(momentum));
     let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - momentum).add(var.mul_scalar(momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
-    let out = <Dispatch as FastOps>::batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon);
+    let out = <Dispatch as FastOps>::batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), moments.into_dispatch(), bn.epsilon);
     Tensor::from_dispatch(out)
 }
 
@@ -332,9 +332,10 @@ pub trait FastOps: Backend {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `(x − mean) / sqrt(var + eps) · gamma + beta` over the last dimension.
     fn layer_norm_last(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
-    /// Batch normalization of `[batch, channels, ...]` with the batch's own statistics
-    /// (biased variance), differentiated as one operation.
-    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+    /// Batch normalization of `[batch, channels, ...]` with the batch's own statistics,
+    /// `moments` as computed by [`FastOps::channel_moments`] on `x`; differentiated as one
+    /// operation (through the statistics' dependence on `x`).
+    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, moments: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
     /// Per-channel mean (row 0) and biased variance (row 1) of `[batch, channels, ...]`, as
     /// `[2, channels]`; not differentiated.
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -419,14 +420,16 @@ fn channel_stats(xs: &[f32], channels: usize, inner: usize) -> (Vec<f32>, Vec<f3
     stats.into_iter().unzip()
 }
 
-/// BatchNorm output with the batch statistics, and the per-channel mean and 1/σ.
-fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<f32>, Vec<f32>) {
+/// BatchNorm output with the batch statistics (`moments`: `[2, channels]`, mean and biased
+/// variance), and the per-channel mean and 1/σ.
+fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, moments: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<f32>, Vec<f32>) {
     let x = x.to_contiguous();
-    let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
+    let (gamma, beta, moments) = (gamma.to_contiguous(), beta.to_contiguous(), moments.to_contiguous());
     let (g, b) = (slice_of(&gamma), slice_of(&beta));
     let (channels, inner) = channel_layout(&x);
     let xs = slice_of(&x);
-    let (mean, var) = channel_stats(xs, channels, inner);
+    let (mean, var) = slice_of(&moments).split_at(channels);
+    let mean = mean.to_vec();
     let rstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + epsilon as f32).sqrt()).collect();
     let mut out = vec![0.0f32; xs.len()];
     out.par_chunks_mut(inner).zip(xs.par_chunks(inner)).enumerate().for_each(|(i, (o, x))| {
@@ -460,8 +463,8 @@ impl FastOps for Flex {
         layer_norm_forward(&x, &gamma, &beta, epsilon).0
     }
 
-    fn batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
-        batch_norm_forward(&x, &gamma, &beta, epsilon).0
+    fn batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, moments: FlexTensor, epsilon: f64) -> FlexTensor {
+        batch_norm_forward(&x, &gamma, &beta, &moments, epsilon).0
     }
 
     fn channel_moments(x: FlexTensor) -> FlexTensor {
@@ -686,13 +689,13 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
-    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, moments: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         match NormBackward(Norm::Channels).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, mean, rstd) = batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
+                let (out, mean, rstd) = batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), moments.primitive(), epsilon);
                 prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon).0),
+            OpsKind::UnTracked(prep) => prep.finish(batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), moments.primitive(), epsilon).0),
         }
     }
 
