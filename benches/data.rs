@@ -16,7 +16,7 @@ use std::time::Duration;
 use autodidact::core::objective::BatchStream;
 use autodidact::data::augment::{Augment, ImageBatches};
 use autodidact::data::images::ImageSet;
-use autodidact::data::mlm::{MlmBatches, MlmMasker, PackedSequences};
+use autodidact::data::mlm::{MlmBatches, MlmMasker, PackedSequences, Views};
 use autodidact::data::shards::{self, ShardOptions, TokenStream};
 use autodidact::data::source::{TextFormat, TextSource};
 use autodidact::data::tokenizer::{TextTokenizer, TokenizerKind, TokenizerTrainSpec};
@@ -84,7 +84,7 @@ fn samplers(c: &mut Criterion) {
     let special = tokenizer.special();
     let sequences = PackedSequences::new(stream, 128, special.cls, "train").expect("sequences");
     let masker = MlmMasker::new(special, tokenizer.vocab_size(), 0.15, 0.8, 0.1).expect("masker");
-    let mut batches = MlmBatches::new(sequences, masker, 32, 0);
+    let mut batches = MlmBatches::new(sequences, Views::Masked(masker), 32, 0);
     let mut group = c.benchmark_group("sampler");
     group.throughput(Throughput::Elements(32));
     let mut k = 0;

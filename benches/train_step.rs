@@ -20,7 +20,7 @@ use autodidact::models::bert::Pooling;
 use autodidact::models::mae::MaeDecoderConfig;
 use autodidact::objectives::classify::SequenceClassifier;
 use autodidact::objectives::mlm::Mlm;
-use autodidact::objectives::simcse::SimCse;
+use autodidact::objectives::simcse::{PairViews, SimCse};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use workloads::{Stepper, bert_config, image_batches, mae, mlm_batches, simclr};
 
@@ -42,7 +42,7 @@ fn train_steps(c: &mut Criterion) {
     let bert = bert_config(128, 2, 512);
     let tokens = Throughput::Elements((ROWS * SEQ) as u64);
     bench(c, "mlm", tokens.clone(), Mlm::init(&bert, 0.0, &device), mlm_batches(ROWS, SEQ, bert.vocab_size, 1), &device);
-    bench(c, "simcse", tokens.clone(), SimCse::new(bert.init(&device), 0.05, Pooling::Cls), mlm_batches(ROWS, SEQ, bert.vocab_size, 2), &device);
+    bench(c, "simcse", tokens.clone(), SimCse::new(bert.init(&device), 0.05, Pooling::Cls, PairViews::Dropout), mlm_batches(ROWS, SEQ, bert.vocab_size, 2), &device);
     let classify: Vec<ClassificationBatch> = mlm_batches(ROWS, SEQ, bert.vocab_size, 3)
         .into_iter()
         .map(|b| ClassificationBatch { batch_size: b.batch_size, seq_len: b.seq_len, labels: (0..b.batch_size as u32).map(|i| i % 4).collect(), input_ids: b.input_ids, token_type_ids: b.token_type_ids, attention_mask: b.attention_mask })

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use autodidact::burn::tensor::Device;
-use autodidact::data::mlm::{MlmBatches, MlmData, MlmMasker, PackedSequences};
+use autodidact::data::mlm::{MlmBatches, MlmData, MlmMasker, PackedSequences, Views};
 use autodidact::data::shards::{self, ShardOptions, TokenStream};
 use autodidact::data::source::{TextFormat, TextSource};
 use autodidact::data::tokenizer::{TextTokenizer, TokenizerKind, TokenizerTrainSpec};
@@ -39,7 +39,7 @@ fn main() -> Result<()> {
     let masker = MlmMasker::new(special, tokenizer.vocab_size(), 0.15, 0.8, 0.1)?;
     let batches = |split| -> Result<MlmBatches> {
         let seqs = PackedSequences::new(TokenStream::open(&shard_dir, &index, split)?, seq_len, special.cls, "split")?;
-        Ok(MlmBatches::new(seqs, masker.clone(), batch_size, seed))
+        Ok(MlmBatches::new(seqs, Views::Masked(masker.clone()), batch_size, seed))
     };
     let data = MlmData { train: batches(&index.train)?, heldout: batches(&index.heldout)?, eval_batches: 4 };
 

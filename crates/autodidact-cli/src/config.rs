@@ -8,6 +8,7 @@ use autodidact_data::labeled::LabeledFormat;
 use autodidact_data::source::TextFormat;
 use autodidact_data::tokenizer::TokenizerKind;
 use autodidact_models::bert::{BertConfig, Pooling};
+use autodidact_objectives::simcse::PairViews;
 use autodidact_models::heads::ImageEncoderConfig;
 use autodidact_train::schedule::{Decay, LrSchedule};
 use autodidact_train::trainer::{AdamWSettings, EarlyStopping, NonFinitePolicy, TrainConfig};
@@ -182,6 +183,21 @@ pub struct SimCseSection {
     /// `cls` or `mean`.
     #[serde(default)]
     pub pooling: Pooling,
+    /// Where the two views come from: `dropout` (SimCSE: the same sequence twice) or
+    /// `crops` (two random crops of one document, Izacard et al. 2022).
+    #[serde(default)]
+    pub views: PairViews,
+    /// With `views = "crops"`: tokens per sampled region, the crops of an example lying
+    /// in one document of its region (default `4 * (data.seq_len - 1)`).
+    #[serde(default)]
+    pub crop_region: Option<usize>,
+}
+
+impl SimCseSection {
+    /// Tokens per region that two crops are taken from.
+    pub fn crop_region(&self, seq_len: usize) -> usize {
+        self.crop_region.unwrap_or(4 * (seq_len - 1))
+    }
 }
 
 fn default_temperature() -> f64 {
@@ -528,8 +544,14 @@ impl Config {
                 if !(c.temperature > 0.0 && c.temperature.is_finite()) {
                     bail!("objective.temperature: {} must be positive", c.temperature);
                 }
-                if bert.hidden_dropout_prob == 0.0 && bert.attention_probs_dropout_prob == 0.0 {
-                    bail!("objective.type = \"simcse\": dropout is its only augmentation; set model.hidden_dropout_prob > 0 (SimCSE uses 0.1)");
+                match c.views {
+                    PairViews::Dropout if bert.hidden_dropout_prob == 0.0 && bert.attention_probs_dropout_prob == 0.0 => {
+                        bail!("objective.type = \"simcse\": dropout is its only augmentation; set model.hidden_dropout_prob > 0 (SimCSE uses 0.1) or objective.views = \"crops\"");
+                    }
+                    PairViews::Crops if c.crop_region(d.seq_len) < d.seq_len - 1 => {
+                        bail!("objective.crop_region: {} is shorter than one crop (data.seq_len - 1 = {})", c.crop_region(d.seq_len), d.seq_len - 1);
+                    }
+                    _ => {}
                 }
             }
         }

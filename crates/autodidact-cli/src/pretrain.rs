@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use autodidact_core::batch::MlmBatch;
-use autodidact_data::mlm::{MlmBatches, MlmData, MlmMasker, PackedSequences};
+use autodidact_data::mlm::{CropViews, MlmBatches, MlmData, MlmMasker, PackedSequences, Views};
 use autodidact_data::shards::{self, ShardIndex, ShardOptions, TokenStream};
 use autodidact_data::source::TextSource;
 use autodidact_data::tokenizer::{TextTokenizer, TokenizerTrainSpec};
 use autodidact_objectives::mlm::Mlm;
 use autodidact_models::bert::BertConfig;
-use autodidact_objectives::simcse::SimCse;
+use autodidact_objectives::simcse::{PairViews, SimCse};
 use autodidact_train::params::with_stable_ids;
 use autodidact_train::trainer::{RunDir, TrainSummary, prepare_model, train};
 use burn::tensor::Device;
@@ -131,26 +131,28 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     let special = tokenizer.special();
     let seq_len = config.data.seq_len;
     let seed = config.run.seed;
-    let batches = |name: &str, s, masker: Option<&MlmMasker>| -> Result<MlmBatches> {
-        let stream = TokenStream::open(&shard_dir, &index, s)?;
-        let seqs = PackedSequences::new(stream, seq_len, special.cls, name)?;
-        Ok(match masker {
-            Some(m) => MlmBatches::new(seqs, m.clone(), config.train.batch_size, seed),
-            None => MlmBatches::unmasked(seqs, config.train.batch_size, seed),
-        })
+    // MLM masks packed sequences of seq_len; SimCSE uses them whole, or samples regions
+    // of crop_region tokens and crops two views of seq_len from each.
+    let (views, packed_len) = match &config.objective {
+        ObjectiveSection::Mlm(mlm) => (Views::Masked(MlmMasker::new(special, vocab_size, mlm.mask_ratio, mlm.mask_token_prob, mlm.random_token_prob)?), seq_len),
+        ObjectiveSection::Simcse(c) => match c.views {
+            PairViews::Dropout => (Views::Whole, seq_len),
+            PairViews::Crops => (Views::Crops(CropViews { seq_len, sep: special.sep, pad: special.pad }), c.crop_region(seq_len) + 1),
+        },
     };
-    let masker = match &config.objective {
-        ObjectiveSection::Mlm(mlm) => Some(MlmMasker::new(special, vocab_size, mlm.mask_ratio, mlm.mask_token_prob, mlm.random_token_prob)?),
-        ObjectiveSection::Simcse(_) => None,
+    let batches = |name: &str, s| -> Result<MlmBatches> {
+        let stream = TokenStream::open(&shard_dir, &index, s)?;
+        let seqs = PackedSequences::new(stream, packed_len, special.cls, name)?;
+        Ok(MlmBatches::new(seqs, views.clone(), config.train.batch_size, seed))
     };
     let data = MlmData {
-        train: batches("training", &index.train, masker.as_ref())?,
-        heldout: batches("held-out", &index.heldout, masker.as_ref())?,
+        train: batches("training", &index.train)?,
+        heldout: batches("held-out", &index.heldout)?,
         eval_batches: config.train.eval_batches,
     };
-    let baseline = match masker {
-        Some(_) => Some(unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches)?, &special.all())),
-        None => None,
+    let baseline = match views {
+        Views::Masked(_) => Some(unigram_baseline(&index, &data.heldout.eval_batches(config.train.eval_batches)?, &special.all())),
+        Views::Whole | Views::Crops(_) => None,
     };
 
     let device = device_for(backend)?.autodiff();
@@ -161,7 +163,11 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
     }
     let bert_json = serde_json::to_vec_pretty(&bert)?;
     write_atomic(&run_dir.join(MODEL_CONFIG_FILE), &bert_json)?;
-    let sizes = format!("{} training and {} held-out sequences of {seq_len} tokens; backend {backend:?}", data.train.num_sequences(), data.heldout.num_sequences());
+    let unit = match views {
+        Views::Crops(_) => format!("regions of {} tokens (two crops of {seq_len} from each)", packed_len - 1),
+        Views::Masked(_) | Views::Whole => format!("sequences of {seq_len} tokens"),
+    };
+    let sizes = format!("{} training and {} held-out {unit}; backend {backend:?}", data.train.num_sequences(), data.heldout.num_sequences());
     let run = RunDir { root: run_dir.clone() };
     let train_cfg = config.train_config(progress);
     let (summary, import) = match &config.objective {
@@ -177,11 +183,11 @@ pub fn run(args: PretrainArgs) -> Result<serde_json::Value> {
             (train(objective, data, &device, &run, &train_cfg, resume)?.1, import)
         }
         ObjectiveSection::Simcse(c) => {
-            let mut objective = prepare_model(SimCse::new(bert.init(&device), c.temperature, c.pooling), seed, &device);
+            let mut objective = prepare_model(SimCse::new(bert.init(&device), c.temperature, c.pooling, c.views), seed, &device);
             let mut import = None;
             if let Some(p) = &pretrained {
                 let (encoder, report) = p.load_encoder(&bert, &device)?;
-                objective = with_stable_ids(SimCse::new(encoder, c.temperature, c.pooling));
+                objective = with_stable_ids(SimCse::new(encoder, c.temperature, c.pooling, c.views));
                 import = Some(report);
             }
             announce(&objective, import.as_ref(), &sizes);

@@ -532,6 +532,15 @@ fn simcse_continues_an_mlm_run() {
     assert!(s["unigram_baseline"].is_null());
     // Dropout is SimCSE's augmentation: without it the config is refused.
     assert_fails_with(&["pretrain", "simcse.toml", "--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0"], d, &["simcse", "dropout"]);
+    // Crop views need no dropout; each step sees twice the batch in rows.
+    let crops = ["--set", "run.name=\"c\"", "--set", "objective.views=\"crops\"", "--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0"];
+    let out = run(&[&["pretrain", "simcse.toml", "--output-dir", "runs"][..], &crops[..]].concat(), d);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("regions of 60 tokens"), "{}", text(&out));
+    let s = summary(&d.join("runs/c"));
+    assert_eq!(s["examples_seen"], 2 * 16 * 10, "{s}");
+    assert!(s["final_eval"]["eval_retrieval_accuracy"].as_f64().is_some(), "{s}");
+    assert_fails_with(&[&["pretrain", "simcse.toml"][..], &crops[..], &["--set", "objective.crop_region=8"]].concat(), d, &["objective.crop_region", "shorter than one crop"]);
 }
 
 /// Writes an IDX image file (and its labels) of `n` 16×16 images in four classes: stripes

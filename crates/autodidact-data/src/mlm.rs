@@ -179,37 +179,103 @@ impl MlmMasker {
     }
 }
 
-/// Training and evaluation batches for MLM, each a pure function of its index: batch `k`
-/// takes samples `k * batch_size ..` of the epoch-wise shuffle and masks them with a seed
-/// derived from `k`.
+/// Two views of each sampled region for contrastive text objectives: independent random
+/// crops (Izacard et al. 2022, "Unsupervised Dense Information Retrieval with Contrastive
+/// Learning", §3.1; the document-span positives of Giorgi et al. 2021, DeCLUTR). Each
+/// training item is a region of the token stream; both views are `[CLS]` plus a crop of up
+/// to `seq_len - 1` tokens taken at an independent, uniformly random offset inside the same
+/// document of that region (its longest `[SEP]`-free run), padded to `seq_len`.
+#[derive(Debug, Clone, Copy)]
+pub struct CropViews {
+    /// Length of each view, `[CLS]` included.
+    pub seq_len: usize,
+    /// Document separator.
+    pub sep: u32,
+    /// Padding id.
+    pub pad: u32,
+}
+
+impl CropViews {
+    /// The longest run of `region` without a separator: the part of one document.
+    fn document<'a>(&self, region: &'a [u32]) -> &'a [u32] {
+        region.split(|&t| t == self.sep).max_by_key(|run| run.len()).unwrap_or(&[])
+    }
+
+    /// Appends one view (`[CLS]`, a crop of `doc`, padding) to `ids` and its mask.
+    fn push_view(&self, cls: u32, doc: &[u32], rng: &mut StdRng, ids: &mut Vec<u32>, mask: &mut Vec<u8>) {
+        let len = doc.len().min(self.seq_len - 1);
+        let start = rng.random_range(0..=doc.len() - len);
+        ids.push(cls);
+        ids.extend_from_slice(&doc[start..start + len]);
+        ids.resize(ids.len() + self.seq_len - 1 - len, self.pad);
+        mask.push(1);
+        mask.resize(mask.len() + len, 1);
+        mask.resize(mask.len() + self.seq_len - 1 - len, 0);
+    }
+
+    /// Rows `0..n` are the first views of the `n` regions (each `[CLS]` + region tokens),
+    /// rows `n..2n` the second views.
+    fn batch(&self, regions: &[u32], region_len: usize, seed: u64) -> MlmBatch {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = regions.len() / region_len;
+        let mut ids = Vec::with_capacity(2 * n * self.seq_len);
+        let mut mask = Vec::with_capacity(2 * n * self.seq_len);
+        let docs: Vec<(u32, &[u32])> = regions.chunks_exact(region_len).map(|r| (r[0], self.document(&r[1..]))).collect();
+        for _view in 0..2 {
+            for &(cls, doc) in &docs {
+                self.push_view(cls, doc, &mut rng, &mut ids, &mut mask);
+            }
+        }
+        MlmBatch {
+            batch_size: 2 * n,
+            seq_len: self.seq_len,
+            token_type_ids: vec![0; ids.len()],
+            input_ids: ids,
+            attention_mask: mask,
+            masked_positions: Vec::new(),
+            masked_labels: Vec::new(),
+        }
+    }
+}
+
+/// What a batch holds for the objective.
+#[derive(Debug, Clone)]
+pub enum Views {
+    /// Packed sequences with dynamic MLM masking.
+    Masked(MlmMasker),
+    /// The packed sequences as they are (no prediction targets), for objectives that use
+    /// whole sequences, such as SimCSE with dropout as the augmentation.
+    Whole,
+    /// Two cropped views of each packed sequence (a region): a batch of `2 * batch_size`
+    /// rows, the second views after the first.
+    Crops(CropViews),
+}
+
+/// Training and evaluation batches for MLM and text contrastive objectives, each a pure
+/// function of its index: batch `k` takes samples `k * batch_size ..` of the epoch-wise
+/// shuffle and masks (or crops) them with a seed derived from `k`.
 #[derive(Debug)]
 pub struct MlmBatches {
     sequences: PackedSequences,
     sampler: EpochSampler,
-    masker: Option<MlmMasker>,
+    views: Views,
     batch_size: usize,
     seed: u64,
 }
 
 impl MlmBatches {
-    /// Batches of `batch_size` sequences from `sequences`.
-    pub fn new(sequences: PackedSequences, masker: MlmMasker, batch_size: usize, seed: u64) -> Self {
+    /// Batches of `batch_size` sequences from `sequences`, turned into `views`.
+    pub fn new(sequences: PackedSequences, views: Views, batch_size: usize, seed: u64) -> Self {
         let sampler = EpochSampler::new(sequences.len(), seed);
-        Self { sequences, sampler, masker: Some(masker), batch_size, seed }
-    }
-
-    /// The same sequences without masking (no prediction targets), for objectives that
-    /// use whole sequences, such as SimCSE.
-    pub fn unmasked(sequences: PackedSequences, batch_size: usize, seed: u64) -> Self {
-        let sampler = EpochSampler::new(sequences.len(), seed);
-        Self { sequences, sampler, masker: None, batch_size, seed }
+        Self { sequences, sampler, views, batch_size, seed }
     }
 
     fn finish(&self, ids: Vec<u32>, seq_len: usize, seed: u64) -> MlmBatch {
-        match &self.masker {
-            Some(masker) => masker.mask(ids, seq_len, seed),
+        match &self.views {
+            Views::Masked(masker) => masker.mask(ids, seq_len, seed),
+            Views::Crops(crops) => crops.batch(&ids, seq_len, seed),
             // Packed sequences have no padding.
-            None => MlmBatch {
+            Views::Whole => MlmBatch {
                 batch_size: ids.len() / seq_len.max(1),
                 seq_len,
                 token_type_ids: vec![0; ids.len()],

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use autodidact_data::DataError;
-use autodidact_data::mlm::{EpochSampler, MlmMasker, PackedSequences};
+use autodidact_data::mlm::{CropViews, EpochSampler, MlmBatches, MlmMasker, PackedSequences, Views};
 use autodidact_data::shards::{self, ShardOptions, TokenStream};
 use autodidact_data::source::{TextFormat, TextSource};
 use autodidact_data::tokenizer::{SpecialTokens, TextTokenizer, TokenizerKind, TokenizerTrainSpec};
@@ -377,6 +377,54 @@ fn sampler_visits_every_item_once_per_epoch() {
     let e0: Vec<usize> = (0..50).map(|k| s.index(k)).collect();
     let e1: Vec<usize> = (50..100).map(|k| s.index(k)).collect();
     assert_ne!(e0, e1, "each epoch has its own order");
+}
+
+/// Crop views: each example's two views are `[CLS]` plus a contiguous piece of one and the
+/// same document (never across a `[SEP]`), padded; batches are reproducible from their index.
+#[test]
+fn crop_views_are_two_pieces_of_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = ["red", "green", "blue", "black", "white", "brown"];
+    let docs: Vec<String> = (0..12).map(|d| (0..3 + 4 * (d % 5)).map(|i| format!("{}{}", words[d % 6], i % 7)).collect::<Vec<_>>().join(" ")).collect();
+    let lines: String = docs.iter().map(|d| format!("{{\"text\": \"{d}\"}}\n")).collect();
+    write(&dir.path().join("corpus/d.jsonl"), lines.as_bytes());
+    let source = TextSource::open(&dir.path().join("corpus"), TextFormat::Auto, "text").unwrap();
+    let (tok, _) = TextTokenizer::train(&source, &spec(TokenizerKind::WordPiece, 100)).unwrap();
+    let opts = ShardOptions { heldout_fraction: 0.0, ..ShardOptions::default() };
+    let index = shards::build_or_reuse(&source, &tok, &dir.path().join("s"), &opts).unwrap();
+    let doc_ids: Vec<Vec<u32>> = tok.encode_batch(docs.iter().map(String::as_str).collect()).unwrap();
+    let sp = tok.special();
+    let (seq_len, region) = (6usize, 12usize);
+    let regions = |seed| {
+        let stream = TokenStream::open(&dir.path().join("s"), &index, &index.train).unwrap();
+        let seqs = PackedSequences::new(stream, region + 1, sp.cls, "training").unwrap();
+        MlmBatches::new(seqs, Views::Crops(CropViews { seq_len, sep: sp.sep, pad: sp.pad }), 3, seed)
+    };
+    let mut batches = regions(0);
+    let contains = |doc: &[u32], piece: &[u32]| doc.windows(piece.len()).any(|w| w == piece);
+    let mut differing = 0;
+    for k in 0..8 {
+        let b = batches.train_batch(k).unwrap();
+        assert_eq!((b.batch_size, b.seq_len, b.input_ids.len()), (6, seq_len, 6 * seq_len));
+        assert!(b.masked_positions.is_empty());
+        let view = |r: usize| {
+            let row = &b.input_ids[r * seq_len..(r + 1) * seq_len];
+            let mask = &b.attention_mask[r * seq_len..(r + 1) * seq_len];
+            let len = mask.iter().filter(|&&m| m == 1).count();
+            assert!(mask[..len].iter().all(|&m| m == 1) && row[len..].iter().all(|&t| t == sp.pad), "padding after the tokens: {row:?}");
+            assert_eq!(row[0], sp.cls);
+            assert!(len >= 2 && !row[1..len].contains(&sp.sep), "a piece of a document: {row:?}");
+            row[1..len].to_vec()
+        };
+        for j in 0..3 {
+            let (a, c) = (view(j), view(j + 3));
+            assert!(doc_ids.iter().any(|d| contains(d, &a) && contains(d, &c)), "views {a:?} and {c:?} come from one document");
+            differing += usize::from(a != c);
+        }
+        assert_eq!(batches.train_batch(k).unwrap().input_ids, b.input_ids, "batch {k} is a function of its index");
+    }
+    assert!(differing > 0, "independent crops differ where documents are longer than a crop");
+    assert_ne!(regions(1).train_batch(0).unwrap().input_ids, regions(0).train_batch(0).unwrap().input_ids);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use autodidact_core::batch::{ClassificationBatch, ImageBatch, MlmBatch};
 use autodidact_core::objective::Objective;
 use autodidact_models::bert::{BertConfig, Pooling};
 use autodidact_objectives::classify::SequenceClassifier;
-use autodidact_objectives::simcse::SimCse;
+use autodidact_objectives::simcse::{PairViews, SimCse};
 use autodidact_models::heads::{ImageEncoderConfig, ProjectionHead};
 use autodidact_models::mae::{Mae, MaeDecoderConfig, PatchMask};
 use autodidact_models::resnet::ResNetConfig;
@@ -208,7 +208,24 @@ fn simcse_objective_loss_is_finite_and_falls() {
     let device = device().autodiff();
     device.seed(2);
     let config = BertConfig { hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, ..tiny_bert(32) };
-    let (first, _) = objective_contract(SimCse::new(config.init(&device), 0.05, Pooling::Mean), &tiny_sentences(), 1e-3, 30);
+    let (first, _) = objective_contract(SimCse::new(config.init(&device), 0.05, Pooling::Mean, PairViews::Dropout), &tiny_sentences(), 1e-3, 30);
+    assert!(first > 0.5 * 4f64.ln(), "{first}");
+}
+
+/// Crop views without dropout: the batch holds the four sentences, then four other pieces of
+/// them (their tokens shifted by one position, a different last token), and each sentence
+/// must find its own other piece.
+#[test]
+fn simcse_on_crop_views_loss_is_finite_and_falls() {
+    let device = device().autodiff();
+    device.seed(4);
+    let config = BertConfig { hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, ..tiny_bert(32) };
+    let first = tiny_sentences();
+    let (b, t) = (first.batch_size, first.seq_len);
+    let mut input_ids = first.input_ids.clone();
+    input_ids.extend(first.input_ids.chunks(t).flat_map(|row| row[1..].iter().copied().chain([row[t - 1] + 10])));
+    let batch = MlmBatch { batch_size: 2 * b, input_ids, token_type_ids: vec![0; 2 * b * t], attention_mask: vec![1; 2 * b * t], ..first };
+    let (first, _) = objective_contract(SimCse::new(config.init(&device), 0.05, Pooling::Mean, PairViews::Crops), &batch, 1e-3, 30);
     assert!(first > 0.5 * 4f64.ln(), "{first}");
 }
 
