@@ -29,6 +29,20 @@ pub struct MlmBatch {
 }
 
 impl MlmBatch {
+    /// Whole sequences without prediction targets (`[batch_size * seq_len]` ids and
+    /// attention mask, one segment), for objectives that use sequences as they are.
+    pub fn unmasked(input_ids: Vec<u32>, attention_mask: Vec<u8>, seq_len: usize) -> Self {
+        Self {
+            batch_size: input_ids.len() / seq_len.max(1),
+            seq_len,
+            token_type_ids: vec![0; input_ids.len()],
+            input_ids,
+            attention_mask,
+            masked_positions: Vec::new(),
+            masked_labels: Vec::new(),
+        }
+    }
+
     /// Number of positions the loss is computed on.
     pub fn num_masked(&self) -> usize {
         self.masked_positions.len()

@@ -226,15 +226,7 @@ impl CropViews {
                 self.push_view(cls, doc, &mut rng, &mut ids, &mut mask);
             }
         }
-        MlmBatch {
-            batch_size: 2 * n,
-            seq_len: self.seq_len,
-            token_type_ids: vec![0; ids.len()],
-            input_ids: ids,
-            attention_mask: mask,
-            masked_positions: Vec::new(),
-            masked_labels: Vec::new(),
-        }
+        MlmBatch::unmasked(ids, mask, self.seq_len)
     }
 }
 
@@ -275,15 +267,10 @@ impl MlmBatches {
             Views::Masked(masker) => masker.mask(ids, seq_len, seed),
             Views::Crops(crops) => crops.batch(&ids, seq_len, seed),
             // Packed sequences have no padding.
-            Views::Whole => MlmBatch {
-                batch_size: ids.len() / seq_len.max(1),
-                seq_len,
-                token_type_ids: vec![0; ids.len()],
-                attention_mask: vec![1; ids.len()],
-                input_ids: ids,
-                masked_positions: Vec::new(),
-                masked_labels: Vec::new(),
-            },
+            Views::Whole => {
+                let mask = vec![1; ids.len()];
+                MlmBatch::unmasked(ids, mask, seq_len)
+            }
         }
     }
 
