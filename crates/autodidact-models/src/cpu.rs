@@ -2,9 +2,10 @@
 //! backend (`docs/BENCHMARKS.md` has the profiles and the measured effect of each):
 //!
 //! - [`conv2d`]: burn computes a convolution's weight gradient as a convolution with batch
-//!   and channels swapped, which on flex becomes an im2col of the whole batch and a GEMM with
-//!   a 9-column output. Here it is one large GEMM, `dW = dY · colsᵀ`, over im2col columns
-//!   built in parallel in image chunks.
+//!   and channels swapped (on flex an im2col of the whole batch and a GEMM with a 9-column
+//!   output), and its forward and input gradient through whole-batch columns and layout
+//!   copies. Here all three run image by image on columns that stay in cache, one GEMM per
+//!   image, images in parallel (`cpu/conv.rs`).
 //! - [`dropout`]: burn draws a Bernoulli mask element by element from one locked ChaCha
 //!   generator; here the mask comes from per-chunk xoshiro generators on all cores, seeded from
 //!   the device's generator (so runs stay reproducible under `device.seed`).
@@ -21,7 +22,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::attention::{MhaInput, MultiHeadAttention};
@@ -29,23 +30,23 @@ use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, Transfo
 use burn::nn::activation::Activation;
 use burn::nn::{BatchNorm, Dropout, LayerNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Distribution, Shape, Slice, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
+
+mod conv;
 
 /// True when `device` runs on burn's flex CPU backend (with or without autodiff).
 pub fn is_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
 
-/// Largest im2col chunk of the weight-gradient kernel, in f32 elements (64 MB).
-const MAX_COLUMN_ELEMENTS: usize = 16 << 20;
-
 /// Elements per independently seeded generator in [`dropout`]'s mask.
 const DROPOUT_CHUNK: usize = 1 << 14;
 
-/// Convolution of `conv` on `x`, as [`Conv2d::forward`], with a fast weight gradient on flex.
+/// Convolution of `conv` on `x`, as [`Conv2d::forward`], with the forward and both gradients
+/// computed image by image on flex.
 ///
 /// # Shapes
 /// - `x`: `[batch, in_channels, height, width]`, output: `[batch, out_channels, height', width']`
@@ -59,7 +60,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         return conv.forward(x);
     }
     let options = ConvOptions::new_with_padding(conv.stride, [(top, bottom), (left, right)], conv.dilation, 1);
-    let y = Tensor::from_dispatch(<Dispatch as FastConv>::conv2d_fast_weight_grad(x.into_dispatch(), conv.weight.val().into_dispatch(), options));
+    let y = Tensor::from_dispatch(<Dispatch as FastConv>::conv2d_fast(x.into_dispatch(), conv.weight.val().into_dispatch(), options));
     match &conv.bias {
         Some(b) => {
             let c = b.dims()[0];
@@ -73,12 +74,12 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 #[backend_extension(Flex, Autodiff)]
 pub trait FastConv: Backend {
     /// `conv2d(x, weight)` without bias.
-    fn conv2d_fast_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
+    fn conv2d_fast(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
 }
 
 impl FastConv for Flex {
-    fn conv2d_fast_weight_grad(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
-        Flex::conv2d(x, weight, None, options)
+    fn conv2d_fast(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        conv::forward(&x, &weight, &options).unwrap_or_else(|| Flex::conv2d(x, weight, None, options))
     }
 }
 
@@ -92,103 +93,30 @@ impl Backward<Flex, 2> for ConvBackward {
         let [node_x, node_w] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, weight, options) = ops.state;
-        if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, conv2d_weight_grad(&x, &weight, grad.clone(), &options));
-        }
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x, weight, grad, options));
+        let [dx, dw] = match conv::backward(&x, &weight, &grad, &options, [node_x.is_some(), node_w.is_some()]) {
+            Some(grads) => grads,
+            None => [
+                node_x.is_some().then(|| Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone())),
+                node_w.is_some().then(|| Flex::conv2d_weight_backward(x, weight, grad, options)),
+            ],
+        };
+        for (node, grad) in [(node_x, dx), (node_w, dw)] {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
         }
     }
 }
 
 impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
-    fn conv2d_fast_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+    fn conv2d_fast(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
         match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
-                let out = Flex::conv2d(x.clone(), weight.clone(), None, options.clone());
+                let out = Flex::conv2d_fast(x.clone(), weight.clone(), options.clone());
                 prep.finish((x, weight, options), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options)),
-        }
-    }
-}
-
-/// `dW[o, c, ky, kx] = Σ_{n, oy, ox} dY[n, o, oy, ox] · x[n, c, oy·s + ky·d − p, ox·s + kx·d − p]`
-/// as `dY` laid out `[out, batch·pixels]` times the im2col columns `[batch·pixels, in·k·k]`,
-/// the columns built for a chunk of images at a time (parallel over their rows).
-fn conv2d_weight_grad(x: &FlexTensor, weight: &FlexTensor, grad: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
-    let [n, ci, h, w] = x.shape().dims::<4>();
-    let [co, _, kh, kw] = weight.shape().dims::<4>();
-    let [_, _, ho, wo] = grad.shape().dims::<4>();
-    let x = x.to_contiguous();
-    let Some(xs) = x.as_slice::<f32>() else {
-        return Flex::conv2d_weight_backward(x.clone(), weight.clone(), grad, options.clone());
-    };
-    let pixels = ho * wo;
-    let kdim = ci * kh * kw;
-    // dY as [out, batch·pixels]: the rows of one output channel, image after image.
-    let grad = Flex::float_reshape(Flex::float_permute(grad, &[1, 0, 2, 3]), Shape::new([co, n * pixels]));
-    let images_per_chunk = (MAX_COLUMN_ELEMENTS / (pixels * kdim).max(1)).clamp(1, n.max(1));
-    let geometry = Im2col { ci, h, w, kh, kw, ho, wo, stride: options.stride, dilation: options.dilation, pad: [options.padding[0].0, options.padding[1].0] };
-    let mut total: Option<FlexTensor> = None;
-    for first in (0..n).step_by(images_per_chunk) {
-        let last = (first + images_per_chunk).min(n);
-        let mut cols = vec![0.0f32; (last - first) * pixels * kdim];
-        cols.par_chunks_mut(pixels * kdim).enumerate().for_each(|(i, image_cols)| {
-            let image = &xs[(first + i) * ci * h * w..(first + i + 1) * ci * h * w];
-            geometry.fill(image, image_cols);
-        });
-        let cols = FlexTensor::from_data(TensorData::new(cols, [(last - first) * pixels, kdim]));
-        let rows = Flex::float_slice(grad.clone(), &[Slice::from(0..co), Slice::from(first * pixels..last * pixels)]);
-        let part = Flex::float_matmul(rows, cols);
-        total = Some(match total {
-            Some(t) => Flex::float_add(t, part),
-            None => part,
-        });
-    }
-    match total {
-        Some(total) => Flex::float_reshape(total, Shape::new([co, ci, kh, kw])),
-        None => Flex::conv2d_weight_backward(x, weight.clone(), Flex::float_reshape(grad, Shape::new([n, co, ho, wo])), options.clone()),
-    }
-}
-
-/// Geometry of the im2col columns of one image.
-struct Im2col {
-    ci: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    ho: usize,
-    wo: usize,
-    stride: [usize; 2],
-    dilation: [usize; 2],
-    pad: [usize; 2],
-}
-
-impl Im2col {
-    /// Writes row `oy·wo + ox`, column `(c·kh + ky)·kw + kx` of `out` (zero-initialized) with
-    /// the input pixel under that kernel tap, leaving padding positions at zero.
-    fn fill(&self, image: &[f32], out: &mut [f32]) {
-        let kdim = self.ci * self.kh * self.kw;
-        for oy in 0..self.ho {
-            for ox in 0..self.wo {
-                let row = &mut out[(oy * self.wo + ox) * kdim..][..kdim];
-                for ky in 0..self.kh {
-                    let Some(iy) = (oy * self.stride[0] + ky * self.dilation[0]).checked_sub(self.pad[0]).filter(|&y| y < self.h) else {
-                        continue;
-                    };
-                    for kx in 0..self.kw {
-                        let Some(ix) = (ox * self.stride[1] + kx * self.dilation[1]).checked_sub(self.pad[1]).filter(|&x| x < self.w) else {
-                            continue;
-                        };
-                        for c in 0..self.ci {
-                            row[(c * self.kh + ky) * self.kw + kx] = image[(c * self.h + iy) * self.w + ix];
-                        }
-                    }
-                }
-            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d_fast(x.into_primitive(), weight.into_primitive(), options)),
         }
     }
 }

@@ -48,24 +48,34 @@ fn fast_convolution_matches_burn_with_its_gradients() {
     let device = flex();
     assert!(cpu::is_flex(&device), "the fast path is taken on flex");
     device.seed(7);
-    // (in, out, kernel, stride, padding, dilation, bias, input height, width)
-    let cases = [(3, 4, 3, 1, 1, 1, false, 7, 6), (5, 8, 3, 2, 1, 1, false, 9, 8), (4, 6, 1, 2, 0, 1, false, 8, 8), (2, 3, 3, 1, 0, 1, true, 5, 7), (3, 2, 5, 2, 2, 1, false, 11, 10), (3, 2, 3, 1, 2, 2, false, 9, 8)];
-    for (cin, cout, k, stride, pad, dilation, bias, h, w) in cases {
+    // (in, out, kernel, stride, padding (top, left, bottom, right), dilation, bias, input height, width);
+    // the last cases have kernel taps that fall entirely in the padding and uneven padding.
+    let cases = [
+        (3, 4, 3, 1, [1; 4], 1, false, 7, 6),
+        (5, 8, 3, 2, [1; 4], 1, false, 9, 8),
+        (4, 6, 1, 2, [0; 4], 1, false, 8, 8),
+        (2, 3, 3, 1, [0; 4], 1, true, 5, 7),
+        (3, 2, 5, 2, [2; 4], 1, false, 11, 10),
+        (3, 2, 3, 1, [2; 4], 2, false, 9, 8),
+        (2, 3, 3, 1, [1; 4], 1, false, 1, 2),
+        (3, 2, 3, 2, [2, 0, 1, 3], 1, false, 4, 5),
+    ];
+    for (cin, cout, k, stride, [top, left, bottom, right], dilation, bias, h, w) in cases {
         let conv = Conv2dConfig::new([cin, cout], [k, k])
             .with_stride([stride, stride])
             .with_dilation([dilation, dilation])
-            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
             .with_bias(bias)
             .init(&device);
         let x = Tensor::<4>::random([3, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
         let span = dilation * (k - 1) + 1;
-        let ho = (h + 2 * pad - span) / stride + 1;
-        let wo = (w + 2 * pad - span) / stride + 1;
+        let ho = (h + top + bottom - span) / stride + 1;
+        let wo = (w + left + right - span) / stride + 1;
         let r = Tensor::<4>::random([3, cout, ho, wo], Distribution::Normal(0.0, 1.0), &device);
         let ours = conv_grads(&conv, &x, &r, cpu::conv2d);
         let burns = conv_grads(&conv, &x, &r, |c, x| c.forward(x));
         for ((name, a), b) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(&ours).zip(&burns) {
-            assert_close(&format!("{name} of case in {cin} out {cout} k {k} stride {stride} pad {pad} dilation {dilation}"), a, b);
+            assert_close(&format!("{name} of case in {cin} out {cout} k {k} stride {stride} pad {:?} dilation {dilation} size {h}x{w}", [top, left, bottom, right]), a, b);
         }
     }
 }

@@ -1,0 +1,295 @@
+//! 2-D convolution (groups = 1) on NCHW `f32` images, one image at a time.
+//!
+//! Each image's im2col columns (`[in·kh·kw, pixels]`, a few hundred KB for the small-image
+//! ResNet) are built in a buffer that stays in the core's cache and is reused for the next
+//! image; one single-threaded GEMM per image then gives that image's output (or gradient)
+//! directly in NCHW, with images spread over the cores. burn's flex convolution instead
+//! builds the columns of the whole batch, runs one large GEMM and transposes the result
+//! between NCHW and NHWC, and its input gradient is a scalar transposed convolution.
+//!
+//! - forward: `Y[n] = W · cols(X[n])`
+//! - weight gradient: `dW = Σₙ dY[n] · cols(X[n])ᵀ`
+//! - input gradient: `dX[n] = col2im(Wᵀ · dY[n])`
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ConvOptions;
+use burn::backend::TensorMetadata;
+use burn::tensor::TensorData;
+use rayon::prelude::*;
+
+/// Images are split into this many groups for the weight gradient, each summed on one thread.
+const WEIGHT_GRADIENT_GROUPS: usize = 16;
+
+/// Shape of one convolution: input `[batch, ci, h, w]`, weight `[co, ci, kh, kw]`, output
+/// `[batch, co, ho, wo]`.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    batch: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    /// Padding before the first row and column (the padding after only sets `ho`, `wo`).
+    pad: [usize; 2],
+}
+
+impl Geometry {
+    /// `None` for grouped convolutions, mismatched channels, empty images or kernels, or an
+    /// empty output (burn's own convolution handles or reports those).
+    fn new(x: [usize; 4], weight: [usize; 4], options: &ConvOptions<2>) -> Option<Self> {
+        let [batch, ci, h, w] = x;
+        let [co, weight_ci, kh, kw] = weight;
+        if options.groups != 1 || weight_ci != ci || [ci, h, w, co, kh, kw].contains(&0) {
+            return None;
+        }
+        let out = |size: usize, k: usize, axis: usize| {
+            let (stride, dilation) = (options.stride[axis], options.dilation[axis]);
+            let padded = size + options.padding[axis].0 + options.padding[axis].1;
+            let span = dilation * (k - 1) + 1;
+            (stride > 0 && padded >= span).then(|| (padded - span) / stride + 1)
+        };
+        let (ho, wo) = (out(h, kh, 0)?, out(w, kw, 1)?);
+        Some(Self { batch, ci, h, w, co, kh, kw, ho, wo, stride: options.stride, dilation: options.dilation, pad: [options.padding[0].0, options.padding[1].0] })
+    }
+
+    fn kdim(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+
+    fn pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    fn image_len(&self) -> usize {
+        self.ci * self.h * self.w
+    }
+
+    /// For kernel tap `k` on `axis`: the output positions `lo..hi` whose input position
+    /// `o·stride + k·dilation − pad` lies inside the image, and the input position of `lo`.
+    fn valid(&self, axis: usize, k: usize) -> (usize, usize, usize) {
+        let (size, out) = if axis == 0 { (self.h, self.ho) } else { (self.w, self.wo) };
+        let (s, reach, pad) = (self.stride[axis], k * self.dilation[axis], self.pad[axis]);
+        let lo = pad.saturating_sub(reach).div_ceil(s);
+        let hi = if size + pad > reach { (size + pad - reach).div_ceil(s).min(out) } else { 0 };
+        let lo = lo.min(hi);
+        (lo, hi, (lo * s + reach).saturating_sub(pad))
+    }
+
+    /// The columns of one image: row `(c·kh + ky)·kw + kx`, column `oy·wo + ox` holds the
+    /// input pixel under that tap (zero in the padding). Overwrites all of `cols`.
+    fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+        let (pixels, wo) = (self.pixels(), self.wo);
+        let sx = self.stride[1];
+        for c in 0..self.ci {
+            let plane = &image[c * self.h * self.w..][..self.h * self.w];
+            for ky in 0..self.kh {
+                let (y0, y1, iy0) = self.valid(0, ky);
+                for kx in 0..self.kw {
+                    let (x0, x1, ix0) = self.valid(1, kx);
+                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * pixels..][..pixels];
+                    row[..y0 * wo].fill(0.0);
+                    row[y1 * wo..].fill(0.0);
+                    for (i, out) in row[y0 * wo..y1 * wo].chunks_exact_mut(wo).enumerate() {
+                        let src = &plane[(iy0 + i * self.stride[0]) * self.w..][..self.w];
+                        out[..x0].fill(0.0);
+                        out[x1..].fill(0.0);
+                        if x0 == x1 {
+                            continue;
+                        }
+                        if sx == 1 {
+                            out[x0..x1].copy_from_slice(&src[ix0..ix0 + (x1 - x0)]);
+                        } else {
+                            for (o, &v) in out[x0..x1].iter_mut().zip(src[ix0..].iter().step_by(sx)) {
+                                *o = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Self::im2col`]: adds every column entry to the input pixel it was
+    /// taken from.
+    fn col2im_add(&self, cols: &[f32], image: &mut [f32]) {
+        let (pixels, wo) = (self.pixels(), self.wo);
+        let sx = self.stride[1];
+        for c in 0..self.ci {
+            let plane = &mut image[c * self.h * self.w..][..self.h * self.w];
+            for ky in 0..self.kh {
+                let (y0, y1, iy0) = self.valid(0, ky);
+                for kx in 0..self.kw {
+                    let (x0, x1, ix0) = self.valid(1, kx);
+                    let row = &cols[((c * self.kh + ky) * self.kw + kx) * pixels..][..pixels];
+                    for (i, col) in row[y0 * wo..y1 * wo].chunks_exact(wo).enumerate() {
+                        let dst = &mut plane[(iy0 + i * self.stride[0]) * self.w..][..self.w];
+                        if x0 == x1 {
+                            continue;
+                        }
+                        if sx == 1 {
+                            for (d, &v) in dst[ix0..ix0 + (x1 - x0)].iter_mut().zip(&col[x0..x1]) {
+                                *d += v;
+                            }
+                        } else {
+                            for (d, &v) in dst[ix0..].iter_mut().step_by(sx).zip(&col[x0..x1]) {
+                                *d += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A matrix in a slice: element `(r, c)` at `data[r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// Row-major with `cols` columns.
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self { data, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self { data, rs: 1, cs: cols }
+    }
+
+    fn holds(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major `m × n`, `a` `m × k`,
+/// `b` `k × n`; on the calling thread (the callers parallelize over images).
+fn gemm(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
+    assert!(dst.len() >= m * n && a.holds(m, k) && b.holds(k, n), "gemm operands out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let stride = |s: usize| s as isize;
+    #[allow(unsafe_code)]
+    // SAFETY: the assertion above keeps every element the kernel reads (`a`, `b`) or writes
+    // (`dst`, `m × n` row-major) inside its slice; `dst` is borrowed mutably, so it does not
+    // alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            stride(n),
+            accumulate,
+            a.data.as_ptr(),
+            stride(a.cs),
+            stride(a.rs),
+            b.data.as_ptr(),
+            stride(b.cs),
+            stride(b.rs),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `t` with contiguous storage, or `None` unless it holds `f32` values.
+fn contiguous(t: &FlexTensor) -> Option<FlexTensor> {
+    let t = t.to_contiguous();
+    t.as_slice::<f32>().is_some().then_some(t)
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().unwrap_or(&[])
+}
+
+/// Geometry and contiguous `f32` operands, or `None` where this path does not apply.
+fn prepare(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<(Geometry, FlexTensor, FlexTensor)> {
+    let g = Geometry::new(x.shape().dims::<4>(), weight.shape().dims::<4>(), options)?;
+    Some((g, contiguous(x)?, contiguous(weight)?))
+}
+
+/// `conv2d(x, weight)` without bias, or `None` where this path does not apply (the caller
+/// falls back to burn's).
+pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<FlexTensor> {
+    let (g, x, weight) = prepare(x, weight, options)?;
+    let (xs, ws) = (values(&x), values(&weight));
+    let (kdim, pixels) = (g.kdim(), g.pixels());
+    let mut y = vec![0.0f32; g.batch * g.co * pixels];
+    y.par_chunks_mut(g.co * pixels).zip(xs.par_chunks(g.image_len())).for_each_init(
+        || vec![0.0f32; kdim * pixels],
+        |cols, (y, image)| {
+            g.im2col(image, cols);
+            gemm(y, (g.co, pixels, kdim), Matrix::rows(ws, kdim), Matrix::rows(cols, pixels), false);
+        },
+    );
+    Some(FlexTensor::from_data(TensorData::new(y, [g.batch, g.co, g.ho, g.wo])))
+}
+
+/// Gradients of `conv2d(x, weight)` with respect to `x` and `weight` (each only if asked
+/// for) from the output gradient `dy`; `None` where this path does not apply.
+pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, options: &ConvOptions<2>, want: [bool; 2]) -> Option<[Option<FlexTensor>; 2]> {
+    let (g, x, weight) = prepare(x, weight, options)?;
+    if dy.shape().dims::<4>() != [g.batch, g.co, g.ho, g.wo] {
+        return None;
+    }
+    let dy = contiguous(dy)?;
+    let (xs, ws, dys) = (values(&x), values(&weight), values(&dy));
+    let (kdim, pixels, image_len) = (g.kdim(), g.pixels(), g.image_len());
+    let dx = want[0].then(|| {
+        let mut dx = vec![0.0f32; g.batch * image_len];
+        dx.par_chunks_mut(image_len).zip(dys.par_chunks(g.co * pixels)).for_each_init(
+            || vec![0.0f32; kdim * pixels],
+            |cols, (dx, dy)| {
+                gemm(cols, (kdim, pixels, g.co), Matrix::transposed(ws, kdim), Matrix::rows(dy, pixels), false);
+                g.col2im_add(cols, dx);
+            },
+        );
+        FlexTensor::from_data(TensorData::new(dx, [g.batch, g.ci, g.h, g.w]))
+    });
+    let dw = want[1].then(|| {
+        // Fixed groups of images, summed in order: the same bits whatever the thread count.
+        let per_group = g.batch.div_ceil(WEIGHT_GRADIENT_GROUPS).max(1);
+        let parts: Vec<Vec<f32>> = (0..g.batch.div_ceil(per_group))
+            .into_par_iter()
+            .map(|group| {
+                let (mut dw, mut cols) = (vec![0.0f32; g.co * kdim], vec![0.0f32; kdim * pixels]);
+                for i in group * per_group..((group + 1) * per_group).min(g.batch) {
+                    g.im2col(&xs[i * image_len..][..image_len], &mut cols);
+                    let dy = &dys[i * g.co * pixels..][..g.co * pixels];
+                    gemm(&mut dw, (g.co, kdim, pixels), Matrix::rows(dy, pixels), Matrix::transposed(&cols, pixels), true);
+                }
+                dw
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![0.0f32; g.co * kdim]);
+        for part in parts {
+            dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+        }
+        FlexTensor::from_data(TensorData::new(dw, [g.co, g.ci, g.kh, g.kw]))
+    });
+    Some([dx, dw])
+}
