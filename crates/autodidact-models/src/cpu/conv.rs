@@ -95,6 +95,14 @@ impl Geometry {
                     let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * pixels..][..pixels];
                     row[..y0 * wo].fill(0.0);
                     row[y1 * wo..].fill(0.0);
+                    if let Some(span) = self.flat_span((y0, y1, iy0), (x0, ix0)) {
+                        // One block copy; the columns outside x0..x1 received pixels of the
+                        // neighbouring rows (or nothing) and are padding.
+                        let shift = span.shift;
+                        row[span.lo..span.hi].copy_from_slice(&plane[span.lo.wrapping_add_signed(shift)..span.hi.wrapping_add_signed(shift)]);
+                        self.zero_outside(&mut row[y0 * wo..y1 * wo], x0, x1);
+                        continue;
+                    }
                     for (i, out) in row[y0 * wo..y1 * wo].chunks_exact_mut(wo).enumerate() {
                         let src = &plane[(iy0 + i * self.stride[0]) * self.w..][..self.w];
                         out[..x0].fill(0.0);
@@ -115,9 +123,36 @@ impl Geometry {
         }
     }
 
+    /// For a stride-1 convolution whose output rows are as wide as its input rows, output
+    /// pixel `b = oy·wo + ox` of a tap reads input pixel `b + shift` of the channel's plane:
+    /// the tap's valid rows `y0..y1` are one block, copied (or added) in one pass. `None` for
+    /// other geometries. `lo..hi` is the part of the block whose source lies in the plane;
+    /// the rest of the block is in the padding columns.
+    fn flat_span(&self, (y0, y1, iy0): (usize, usize, usize), (x0, ix0): (usize, usize)) -> Option<FlatSpan> {
+        if self.stride != [1, 1] || self.w != self.wo || y0 == y1 {
+            return None;
+        }
+        let shift = (iy0 * self.w + ix0) as isize - (y0 * self.wo + x0) as isize;
+        let plane = (self.h * self.w) as isize;
+        let lo = ((y0 * self.wo) as isize).max(-shift);
+        let hi = ((y1 * self.wo) as isize).min(plane - shift);
+        Some(FlatSpan { lo: lo as usize, hi: (hi.max(lo)) as usize, shift })
+    }
+
+    /// Zeroes the columns outside `x0..x1` of each output row in `block`.
+    fn zero_outside(&self, block: &mut [f32], x0: usize, x1: usize) {
+        if x0 == 0 && x1 == self.wo {
+            return;
+        }
+        for out in block.chunks_exact_mut(self.wo) {
+            out[..x0].fill(0.0);
+            out[x1..].fill(0.0);
+        }
+    }
+
     /// The adjoint of [`Self::im2col`]: adds every column entry to the input pixel it was
-    /// taken from.
-    fn col2im_add(&self, cols: &[f32], image: &mut [f32]) {
+    /// taken from. Entries in the padding are zeroed in `cols` on the way.
+    fn col2im_add(&self, cols: &mut [f32], image: &mut [f32]) {
         let (pixels, wo) = (self.pixels(), self.wo);
         let sx = self.stride[1];
         for c in 0..self.ci {
@@ -126,7 +161,15 @@ impl Geometry {
                 let (y0, y1, iy0) = self.valid(0, ky);
                 for kx in 0..self.kw {
                     let (x0, x1, ix0) = self.valid(1, kx);
-                    let row = &cols[((c * self.kh + ky) * self.kw + kx) * pixels..][..pixels];
+                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * pixels..][..pixels];
+                    if let Some(span) = self.flat_span((y0, y1, iy0), (x0, ix0)) {
+                        self.zero_outside(&mut row[y0 * wo..y1 * wo], x0, x1);
+                        let shift = span.shift;
+                        for (d, &v) in plane[span.lo.wrapping_add_signed(shift)..span.hi.wrapping_add_signed(shift)].iter_mut().zip(&row[span.lo..span.hi]) {
+                            *d += v;
+                        }
+                        continue;
+                    }
                     for (i, col) in row[y0 * wo..y1 * wo].chunks_exact(wo).enumerate() {
                         let dst = &mut plane[(iy0 + i * self.stride[0]) * self.w..][..self.w];
                         if x0 == x1 {
@@ -146,6 +189,13 @@ impl Geometry {
             }
         }
     }
+}
+
+/// See [`Geometry::flat_span`].
+struct FlatSpan {
+    lo: usize,
+    hi: usize,
+    shift: isize,
 }
 
 /// A matrix in a slice: element `(r, c)` at `data[r·rs + c·cs]`.
