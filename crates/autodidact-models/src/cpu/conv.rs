@@ -10,6 +10,10 @@
 //! - forward: `Y[n] = W · cols(X[n])`
 //! - weight gradient: `dW = Σₙ dY[n] · cols(X[n])ᵀ`
 //! - input gradient: `dX[n] = col2im(Wᵀ · dY[n])`
+//!
+//! In a stride-1 convolution whose output rows are as wide as its input rows, a kernel tap's
+//! columns are the channel's plane shifted by a constant: im2col and col2im then move one
+//! block per tap instead of one short row at a time.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ConvOptions;
