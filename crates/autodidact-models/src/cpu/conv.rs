@@ -21,6 +21,8 @@ use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
+use super::slice_of;
+
 /// Images are split into this many groups for the weight gradient, each summed on one thread.
 const WEIGHT_GRADIENT_GROUPS: usize = 16;
 
@@ -275,10 +277,6 @@ fn contiguous(t: &FlexTensor) -> Option<FlexTensor> {
     t.as_slice::<f32>().is_some().then_some(t)
 }
 
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().unwrap_or(&[])
-}
-
 /// Geometry and contiguous `f32` operands, or `None` where this path does not apply.
 fn prepare(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<(Geometry, FlexTensor, FlexTensor)> {
     let g = Geometry::new(x.shape().dims::<4>(), weight.shape().dims::<4>(), options)?;
@@ -289,7 +287,7 @@ fn prepare(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Opt
 /// falls back to burn's).
 pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<FlexTensor> {
     let (g, x, weight) = prepare(x, weight, options)?;
-    let (xs, ws) = (values(&x), values(&weight));
+    let (xs, ws) = (slice_of(&x), slice_of(&weight));
     let (kdim, pixels) = (g.kdim(), g.pixels());
     let mut y = vec![0.0f32; g.batch * g.co * pixels];
     y.par_chunks_mut(g.co * pixels).zip(xs.par_chunks(g.image_len())).for_each_init(
@@ -310,7 +308,7 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
         return None;
     }
     let dy = contiguous(dy)?;
-    let (xs, ws, dys) = (values(&x), values(&weight), values(&dy));
+    let (xs, ws, dys) = (slice_of(&x), slice_of(&weight), slice_of(&dy));
     let (kdim, pixels, image_len) = (g.kdim(), g.pixels(), g.image_len());
     let dx = want[0].then(|| {
         let mut dx = vec![0.0f32; g.batch * image_len];
