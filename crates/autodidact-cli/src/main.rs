@@ -428,6 +428,11 @@ fn print_summary(r: &serde_json::Value) {
             f(&eval["eval_perplexity"]),
             f(&r["unigram_baseline"]["eval_loss"]).exp()
         );
+        println!(
+            "  at replaced tokens    {:.2}%  (unigram baseline {:.2}%)   what the model infers from context",
+            100.0 * f(&eval["eval_context_accuracy"]),
+            100.0 * f(&r["unigram_baseline"]["eval_context_accuracy"]),
+        );
     }
     if let Some(acc) = eval["eval_retrieval_accuracy"].as_f64() {
         println!("in-batch retrieval accuracy  {:.2}% (held-out, views without dropout)", 100.0 * acc);

@@ -211,10 +211,12 @@ fn announce<M: burn::module::Module>(objective: &M, import: Option<&serde_json::
 }
 
 /// Unigram baselines on the evaluation targets: the accuracy of always predicting the most
-/// frequent training token, and the cross-entropy of the (add-one smoothed) training
+/// frequent training token (on all targets and on the replaced ones, as
+/// `eval_context_accuracy`), and the cross-entropy of the (add-one smoothed) training
 /// unigram distribution.
 struct Baseline {
     accuracy: f64,
+    context_accuracy: f64,
     loss: f64,
 }
 
@@ -223,14 +225,19 @@ fn unigram_baseline(index: &ShardIndex, eval: &[MlmBatch], specials: &[u32]) -> 
     let total: f64 = counts.iter().sum::<u64>() as f64 + counts.len() as f64;
     let top = (0..counts.len() as u32).filter(|t| !specials.contains(t)).max_by_key(|&t| counts[t as usize]).unwrap_or(0);
     let (mut hits, mut nll, mut n) = (0usize, 0.0, 0usize);
-    for label in eval.iter().flat_map(|b| &b.masked_labels) {
-        hits += usize::from(*label == top);
-        let c = counts.get(*label as usize).copied().unwrap_or(0) as f64 + 1.0;
-        nll -= (c / total).ln();
-        n += 1;
+    let (mut replaced_hits, mut replaced) = (0usize, 0usize);
+    for batch in eval {
+        for (label, was_replaced) in batch.masked_labels.iter().zip(batch.replaced_targets()) {
+            let hit = usize::from(*label == top);
+            hits += hit;
+            replaced_hits += hit * usize::from(was_replaced);
+            replaced += usize::from(was_replaced);
+            let c = counts.get(*label as usize).copied().unwrap_or(0) as f64 + 1.0;
+            nll -= (c / total).ln();
+            n += 1;
+        }
     }
-    let n = n.max(1) as f64;
-    Baseline { accuracy: hits as f64 / n, loss: nll / n }
+    Baseline { accuracy: hits as f64 / n.max(1) as f64, context_accuracy: replaced_hits as f64 / replaced.max(1) as f64, loss: nll / n.max(1) as f64 }
 }
 
 /// Wall times of data preparation in this process.
@@ -259,7 +266,7 @@ fn summary_json(config: &Config, run_dir: &Path, s: &TrainSummary, index: &Shard
         "initial_eval_loss": s.initial_eval_loss,
         "final_eval": s.final_eval,
         "eval_loss_drop": s.eval_loss_drop,
-        "unigram_baseline": baseline.map(|b| json!({"eval_accuracy": b.accuracy, "eval_loss": b.loss})),
+        "unigram_baseline": baseline.map(|b| json!({"eval_accuracy": b.accuracy, "eval_context_accuracy": b.context_accuracy, "eval_loss": b.loss})),
         "last_checkpoint": s.last_checkpoint,
         "corpus": {
             "files_read": index.source.files_read,

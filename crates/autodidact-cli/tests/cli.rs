@@ -102,6 +102,11 @@ fn smoke_config_learns_and_writes_a_complete_run() {
     let acc = summary["final_eval"]["eval_accuracy"].as_f64().unwrap();
     let unigram = summary["unigram_baseline"]["eval_accuracy"].as_f64().unwrap();
     assert!(acc > unigram, "accuracy {acc} not above the unigram baseline {unigram}");
+    // The accuracy at replaced targets (what context alone tells) is reported beside it.
+    let context = summary["final_eval"]["eval_context_accuracy"].as_f64().unwrap();
+    let context_unigram = summary["unigram_baseline"]["eval_context_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&context) && (0.0..=1.0).contains(&context_unigram), "{summary}");
+    assert!(text(&out).contains("at replaced tokens"), "{}", text(&out));
     // Every training line has the documented fields; evaluation lines theirs.
     let lines = metrics(&run_dir);
     assert!(lines.iter().filter(|m| m.get("loss").is_some()).all(|m| m.get("lr").is_some() && m.get("tokens_per_s").is_some()));

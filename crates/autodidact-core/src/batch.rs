@@ -43,6 +43,17 @@ impl MlmBatch {
         }
     }
 
+    /// For each target, whether the encoder saw another token in its place (`[MASK]` or a
+    /// random token) rather than the original: those targets can only be inferred from
+    /// context, while the others can be copied from the input.
+    pub fn replaced_targets(&self) -> Vec<bool> {
+        self.masked_positions
+            .iter()
+            .zip(&self.masked_labels)
+            .map(|(&pos, &label)| self.input_ids.get(pos as usize) != Some(&label))
+            .collect()
+    }
+
     /// Number of positions the loss is computed on.
     pub fn num_masked(&self) -> usize {
         self.masked_positions.len()

@@ -7,13 +7,16 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-/// A quantity summed over the targets of a batch, averaged over all targets at evaluation.
+/// A quantity summed over some of the targets of a batch; evaluation divides the sums of all
+/// batches by the number of targets they are over.
 #[derive(Debug, Clone)]
 pub struct MetricSum {
     /// Name as logged (`eval_<name>` in `metrics.jsonl`).
     pub name: &'static str,
-    /// Sum over the batch's targets, a scalar tensor (read only at evaluation).
+    /// Sum over `count` of the batch's targets, a scalar tensor (read only at evaluation).
     pub sum: Tensor<1>,
+    /// Number of targets summed: all of them for most metrics.
+    pub count: usize,
 }
 
 /// What an objective returns for one batch.

@@ -73,6 +73,6 @@ impl Objective for SequenceClassifier {
         let labels = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>(), [n]), device);
         let logits = self.logits(batch, device);
         let correct = correct_count(logits.clone().detach(), labels.clone());
-        ObjectiveOutput { loss: cross_entropy(logits, labels, 0.0), targets: n, metrics: vec![MetricSum { name: "accuracy", sum: correct }] }
+        ObjectiveOutput { loss: cross_entropy(logits, labels, 0.0), targets: n, metrics: vec![MetricSum { name: "accuracy", sum: correct, count: n }] }
     }
 }

@@ -25,13 +25,21 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, label_smoothing:
     nll * (1.0 - label_smoothing) + uniform * label_smoothing
 }
 
+/// 1 for each row whose arg-max equals its label, 0 otherwise.
+///
+/// # Shapes
+/// - `logits`: `[rows, classes]`, `labels`: `[rows]`, output: `[rows]`
+pub fn hits(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let [rows, _] = logits.dims();
+    logits.argmax(1).reshape([rows]).equal(labels).float()
+}
+
 /// Number of rows whose arg-max equals the label, as a float scalar.
 ///
 /// # Shapes
 /// - `logits`: `[rows, classes]`, `labels`: `[rows]`, output: `[1]`
 pub fn correct_count(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    let [rows, _] = logits.dims();
-    logits.argmax(1).reshape([rows]).equal(labels).int().sum().float()
+    hits(logits, labels).sum()
 }
 
 /// InfoNCE over in-batch pairs (van den Oord et al. 2018), in the form unsupervised SimCSE

@@ -53,7 +53,7 @@ impl Objective for SimClr {
             loss,
             targets: 2 * n,
             // How often a view's nearest neighbour among the other 2N − 1 is its partner.
-            metrics: vec![MetricSum { name: "retrieval_accuracy", sum: correct_count(logits.detach(), nt_xent_labels(n, device)) }],
+            metrics: vec![MetricSum { name: "retrieval_accuracy", sum: correct_count(logits.detach(), nt_xent_labels(n, device)), count: 2 * n }],
         }
     }
 }

@@ -75,7 +75,7 @@ impl Objective for SimCse {
             loss,
             targets: n,
             // How often an example's nearest neighbour in the batch is its other view.
-            metrics: vec![MetricSum { name: "retrieval_accuracy", sum: correct_count(logits.detach(), labels) }],
+            metrics: vec![MetricSum { name: "retrieval_accuracy", sum: correct_count(logits.detach(), labels), count: n }],
         }
     }
 }

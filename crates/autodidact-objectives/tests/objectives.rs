@@ -17,6 +17,7 @@ use autodidact_objectives::losses::{correct_count, cross_entropy, info_nce, mae_
 use autodidact_objectives::mae::MaskedAutoencoder;
 use autodidact_objectives::simclr::SimClr;
 use autodidact_objectives::mlm::Mlm;
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -130,14 +131,11 @@ fn tiny_batch() -> MlmBatch {
     }
 }
 
-/// The shared objective contract: a finite loss on a fresh model, a loss that falls when
-/// fitting one tiny batch, and a finite evaluation loss without autodiff. Returns the first
-/// and the last training loss.
-fn objective_contract<O: Objective>(mut objective: O, batch: &O::Batch, lr: f64, steps: usize) -> (f64, f64) {
+/// `steps` AdamW steps on one batch; returns the objective and its first and last loss.
+fn fit<O: Objective>(mut objective: O, batch: &O::Batch, lr: f64, steps: usize) -> (O, f64, f64) {
     let device = device().autodiff();
     let mut optimizer = AdamWConfig::new().init();
     let first = scalar(objective.forward(batch, &device).loss);
-    assert!(first.is_finite());
     let mut last = first;
     for _ in 0..steps {
         let out = objective.forward(batch, &device);
@@ -145,6 +143,16 @@ fn objective_contract<O: Objective>(mut objective: O, batch: &O::Batch, lr: f64,
         let grads = GradientsParams::from_grads(out.loss.backward(), &objective);
         objective = optimizer.step(lr, objective, grads);
     }
+    (objective, first, last)
+}
+
+/// The shared objective contract: a finite loss on a fresh model, a loss that falls when
+/// fitting one tiny batch, and a finite evaluation loss without autodiff. Returns the first
+/// and the last training loss.
+fn objective_contract<O: Objective>(objective: O, batch: &O::Batch, lr: f64, steps: usize) -> (f64, f64) {
+    let device = device().autodiff();
+    let (objective, first, last) = fit(objective, batch, lr, steps);
+    assert!(first.is_finite());
     assert!(last.is_finite());
     assert!(last < 0.5 * first, "loss fell only from {first} to {last}");
     let eval = scalar(objective.valid().forward(batch, &device.inner()).loss);
@@ -159,6 +167,46 @@ fn mlm_objective_loss_is_finite_and_falls() {
     let (first, _) = objective_contract(Mlm::init(&tiny_bert(32), 0.0, &device), &tiny_batch(), 3e-3, 40);
     // A fresh model predicts close to uniformly: the loss starts near ln V.
     assert!((first - 32f64.ln()).abs() < 0.5, "{first}");
+}
+
+/// `eval_context_accuracy` counts only the targets the encoder saw replaced: its sum and count
+/// equal the accuracy of the same batch restricted to those targets, and the rest of the
+/// accuracy is that of the kept (copyable) targets.
+#[test]
+fn mlm_context_accuracy_counts_only_replaced_targets() {
+    let mut batch = tiny_batch();
+    for (i, &p) in batch.masked_positions.iter().enumerate() {
+        if i % 3 == 0 {
+            batch.input_ids[p as usize] = batch.masked_labels[i]; // kept, as BERT's 10%
+        }
+    }
+    let replaced = batch.replaced_targets();
+    assert!(replaced.iter().any(|&r| r) && replaced.iter().any(|&r| !r), "{replaced:?}");
+    let dev = device().autodiff();
+    dev.seed(3);
+    let (trained, _, _) = fit(Mlm::init(&tiny_bert(32), 0.0, &dev), &batch, 3e-3, 40);
+    let model = trained.valid();
+    let metric = |b: &MlmBatch, name: &str| {
+        let out = model.forward(b, &device());
+        let m = out.metrics.into_iter().find(|m| m.name == name).unwrap();
+        (scalar(m.sum), m.count)
+    };
+    let subset = |keep: bool| {
+        let mut b = batch.clone();
+        let chosen: Vec<usize> = (0..replaced.len()).filter(|&i| replaced[i] == keep).collect();
+        b.masked_positions = chosen.iter().map(|&i| batch.masked_positions[i]).collect();
+        b.masked_labels = chosen.iter().map(|&i| batch.masked_labels[i]).collect();
+        b
+    };
+    let (all, all_n) = metric(&batch, "accuracy");
+    let (context, context_n) = metric(&batch, "context_accuracy");
+    let (replaced_hits, replaced_n) = metric(&subset(true), "accuracy");
+    let (kept_hits, kept_n) = metric(&subset(false), "accuracy");
+    assert_eq!((all_n, context_n), (replaced_n + kept_n, replaced_n));
+    assert_eq!(context, replaced_hits);
+    assert_eq!(all - context, kept_hits);
+    // The fitted model gets some of each right, so the split is not trivially zero.
+    assert!(context > 0.0 && kept_hits > 0.0, "context {context}, kept {kept_hits}");
 }
 
 /// Case D (`scripts/golden/info_nce.py`, torch 2.15.0):

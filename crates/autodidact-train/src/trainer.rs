@@ -446,7 +446,8 @@ fn recv<B>(rx: &Receiver<std::result::Result<B, String>>, k: u64) -> Result<B> {
 /// Scores the fixed evaluation batches without dropout or autodiff.
 ///
 /// Returns `eval_loss` (target-weighted mean), `eval_<metric>` for each metric (a mean over
-/// targets) and the objective's derived figures (e.g. `eval_perplexity`).
+/// the targets it counts; absent when it counted none) and the objective's derived figures
+/// (e.g. `eval_perplexity`).
 pub fn evaluate<O: Objective>(objective: &O, batches: &[O::Batch], inner: &Device) -> BTreeMap<String, f64> {
     // Randomness inside an objective (MAE's patch masks) is the same at every evaluation;
     // training steps reseed the device themselves.
@@ -454,13 +455,15 @@ pub fn evaluate<O: Objective>(objective: &O, batches: &[O::Batch], inner: &Devic
     let model = objective.valid();
     let mut loss = 0.0;
     let mut targets = 0usize;
-    let mut sums: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let mut sums: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
     for batch in batches {
         let out = model.forward(batch, inner);
         loss += f64::from(out.loss.into_scalar::<f32>()) * out.targets as f64;
         targets += out.targets;
         for m in out.metrics {
-            *sums.entry(m.name).or_default() += f64::from(m.sum.into_scalar::<f32>());
+            let (sum, count) = sums.entry(m.name).or_default();
+            *sum += f64::from(m.sum.into_scalar::<f32>());
+            *count += m.count;
         }
     }
     let mut eval = BTreeMap::new();
@@ -469,8 +472,10 @@ pub fn evaluate<O: Objective>(objective: &O, batches: &[O::Batch], inner: &Devic
     }
     let mean_loss = loss / targets as f64;
     eval.insert("eval_loss".to_string(), mean_loss);
-    for (name, sum) in sums {
-        eval.insert(format!("eval_{name}"), sum / targets as f64);
+    for (name, (sum, count)) in sums {
+        if count > 0 {
+            eval.insert(format!("eval_{name}"), sum / count as f64);
+        }
     }
     for (name, value) in objective.derived_metrics(mean_loss) {
         eval.insert(format!("eval_{name}"), value);
