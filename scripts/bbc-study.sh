@@ -36,10 +36,9 @@ for seed in $seeds; do
     for frac in 0.01 0.1 1.0; do
         ft "bbc-scratch-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set model.random_init=true
         ft "bbc-mlm-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed
-        ft "bbc-simcse-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set 'model.init_from="../runs/bbc-simcse"'
-        ft "bbc-crops-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set 'model.init_from="../runs/bbc-crops"'
-        ft "bbc-mlm-curriculum-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set 'model.init_from="../runs/bbc-mlm-curriculum"'
-        ft "bbc-simcse-curriculum-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set 'model.init_from="../runs/bbc-simcse-curriculum"'
+        for enc in simcse crops mlm-curriculum simcse-curriculum; do
+            ft "bbc-$enc-$frac-s$seed" --set "data.label_fraction=$frac" --set run.seed=$seed --set "model.init_from=\"../runs/bbc-$enc\""
+        done
     done
     for enc in mlm simcse crops mlm-curriculum simcse-curriculum; do
         ft "bbc-probe-$enc-s$seed" --set run.seed=$seed --set "model.init_from=\"../runs/bbc-$enc\"" --set model.freeze_encoder=true --set 'model.pooling="mean"' --set train.lr=1e-2
