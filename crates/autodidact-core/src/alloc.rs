@@ -7,7 +7,8 @@
 //! the time went to the kernel (`docs/BENCHMARKS.md`). Keeping freed memory in the process
 //! removes that; peak RSS is what the step needs anyway.
 
-/// Blocks at least this large are still mapped separately (and returned on free).
+/// Blocks at least this large would be mapped separately (and returned on free); glibc
+/// caps the threshold at 32 MiB, so `M_MMAP_MAX = 0` below keeps larger blocks in the heap too.
 const MMAP_THRESHOLD: i32 = 32 << 20;
 /// Free memory at the top of the heap is returned to the kernel only above this.
 const TRIM_THRESHOLD: i32 = 1 << 30;
@@ -22,6 +23,7 @@ pub fn retain_freed_memory() {
     // called before other threads allocate.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
