@@ -11,6 +11,10 @@
 //! - weight gradient: `dW = Σₙ dY[n] · cols(X[n])ᵀ`
 //! - input gradient: `dX[n] = col2im(Wᵀ · dY[n])`
 //!
+//! Where feature maps are small (fewer than `MIN_PRODUCT_PIXELS` output pixels), several
+//! images' columns sit side by side in one product instead, so the weight is packed (and
+//! the weight gradient read and written) once per product rather than once per image.
+//!
 //! In a stride-1 convolution whose output rows are as wide as its input rows, a kernel tap's
 //! columns are the channel's plane shifted by a constant: im2col and col2im then move one
 //! block per tap instead of one short row at a time.
@@ -25,6 +29,14 @@ use super::slice_of;
 
 /// Images are split into this many groups for the weight gradient, each summed on one thread.
 const WEIGHT_GRADIENT_GROUPS: usize = 16;
+/// Where feature maps are small, several images share one matrix product (their columns
+/// side by side) until it spans this many output pixels: the operand that does not depend on
+/// the image (the weight, or the weight gradient accumulator) is then packed or read and
+/// written once per product instead of once per image.
+const MIN_PRODUCT_PIXELS: usize = 256;
+/// Forward and input-gradient products are also capped at this fraction of the batch, so
+/// that every core gets several products.
+const MIN_PRODUCTS_PER_BATCH: usize = 8;
 
 /// Shape of one convolution: input `[batch, ci, h, w]`, weight `[co, ci, kh, kw]`, output
 /// `[batch, co, ho, wo]`.
@@ -76,6 +88,12 @@ impl Geometry {
         self.ci * self.h * self.w
     }
 
+    /// Images per matrix product: enough that a product spans at least
+    /// `MIN_PRODUCT_PIXELS` output pixels, at most `limit`.
+    fn images_per_product(&self, limit: usize) -> usize {
+        (MIN_PRODUCT_PIXELS / self.pixels()).clamp(1, limit.max(1))
+    }
+
     /// For kernel tap `k` on `axis`: the output positions `lo..hi` whose input position
     /// `o·stride + k·dilation − pad` lies inside the image, and the input position of `lo`.
     fn valid(&self, axis: usize, k: usize) -> (usize, usize, usize) {
@@ -88,8 +106,9 @@ impl Geometry {
     }
 
     /// The columns of one image: row `(c·kh + ky)·kw + kx`, column `oy·wo + ox` holds the
-    /// input pixel under that tap (zero in the padding). Overwrites all of `cols`.
-    fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+    /// input pixel under that tap (zero in the padding). Row `r` starts at `cols[r·ld]`
+    /// (`ld ≥ pixels`); the `pixels` entries of every row are overwritten, nothing else.
+    fn im2col(&self, image: &[f32], cols: &mut [f32], ld: usize) {
         let (pixels, wo) = (self.pixels(), self.wo);
         let sx = self.stride[1];
         for c in 0..self.ci {
@@ -98,7 +117,7 @@ impl Geometry {
                 let (y0, y1, iy0) = self.valid(0, ky);
                 for kx in 0..self.kw {
                     let (x0, x1, ix0) = self.valid(1, kx);
-                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * pixels..][..pixels];
+                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * ld..][..pixels];
                     row[..y0 * wo].fill(0.0);
                     row[y1 * wo..].fill(0.0);
                     if let Some(span) = self.flat_span((y0, y1, iy0), (x0, ix0)) {
@@ -156,9 +175,9 @@ impl Geometry {
         }
     }
 
-    /// The adjoint of [`Self::im2col`]: adds every column entry to the input pixel it was
-    /// taken from. Entries in the padding are zeroed in `cols` on the way.
-    fn col2im_add(&self, cols: &mut [f32], image: &mut [f32]) {
+    /// The adjoint of [`Self::im2col`] (rows `ld` apart): adds every column entry to the
+    /// input pixel it was taken from. Entries in the padding are zeroed in `cols` on the way.
+    fn col2im_add(&self, cols: &mut [f32], ld: usize, image: &mut [f32]) {
         let (pixels, wo) = (self.pixels(), self.wo);
         let sx = self.stride[1];
         for c in 0..self.ci {
@@ -167,7 +186,7 @@ impl Geometry {
                 let (y0, y1, iy0) = self.valid(0, ky);
                 for kx in 0..self.kw {
                     let (x0, x1, ix0) = self.valid(1, kx);
-                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * pixels..][..pixels];
+                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * ld..][..pixels];
                     if let Some(span) = self.flat_span((y0, y1, iy0), (x0, ix0)) {
                         self.zero_outside(&mut row[y0 * wo..y1 * wo], x0, x1);
                         let shift = span.shift;
@@ -225,6 +244,27 @@ impl<'a> Matrix<'a> {
 
     fn holds(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// Row-major `[rows, width]` blocks, one per image, side by side as one `[rows, n·width]`
+/// matrix in `joined`.
+fn join_rows(blocks: &[f32], rows: usize, width: usize, joined: &mut [f32]) {
+    let n = blocks.len() / (rows * width);
+    for (j, block) in blocks.chunks_exact(rows * width).enumerate() {
+        for (r, row) in block.chunks_exact(width).enumerate() {
+            joined[(r * n + j) * width..][..width].copy_from_slice(row);
+        }
+    }
+}
+
+/// The inverse of [`join_rows`].
+fn split_rows(joined: &[f32], rows: usize, width: usize, blocks: &mut [f32]) {
+    let n = blocks.len() / (rows * width);
+    for (j, block) in blocks.chunks_exact_mut(rows * width).enumerate() {
+        for (r, row) in block.chunks_exact_mut(width).enumerate() {
+            row.copy_from_slice(&joined[(r * n + j) * width..][..width]);
+        }
     }
 }
 
@@ -290,11 +330,21 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions
     let (xs, ws) = (slice_of(&x), slice_of(&weight));
     let (kdim, pixels) = (g.kdim(), g.pixels());
     let mut y = vec![0.0f32; g.batch * g.co * pixels];
-    y.par_chunks_mut(g.co * pixels).zip(xs.par_chunks(g.image_len())).for_each_init(
-        || vec![0.0f32; kdim * pixels],
-        |cols, (y, image)| {
-            g.im2col(image, cols);
-            gemm(y, (g.co, pixels, kdim), Matrix::rows(ws, kdim), Matrix::rows(cols, pixels), false);
+    let per = g.images_per_product(g.batch / MIN_PRODUCTS_PER_BATCH);
+    y.par_chunks_mut(per * g.co * pixels).zip(xs.par_chunks(per * g.image_len())).for_each_init(
+        || (vec![0.0f32; kdim * pixels * per], vec![0.0f32; if per > 1 { g.co * pixels * per } else { 0 }]),
+        |(cols, joined), (y, images)| {
+            let depth = images.len() / g.image_len() * pixels;
+            for (j, image) in images.chunks_exact(g.image_len()).enumerate() {
+                g.im2col(image, &mut cols[j * pixels..], depth);
+            }
+            let (w, cols) = (Matrix::rows(ws, kdim), Matrix::rows(&cols[..kdim * depth], depth));
+            if depth == pixels {
+                gemm(y, (g.co, pixels, kdim), w, cols, false);
+            } else {
+                gemm(joined, (g.co, depth, kdim), w, cols, false);
+                split_rows(&joined[..g.co * depth], g.co, pixels, y);
+            }
         },
     );
     Some(FlexTensor::from_data(TensorData::new(y, [g.batch, g.co, g.ho, g.wo])))
@@ -312,11 +362,21 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
     let (kdim, pixels, image_len) = (g.kdim(), g.pixels(), g.image_len());
     let dx = want[0].then(|| {
         let mut dx = vec![0.0f32; g.batch * image_len];
-        dx.par_chunks_mut(image_len).zip(dys.par_chunks(g.co * pixels)).for_each_init(
-            || vec![0.0f32; kdim * pixels],
-            |cols, (dx, dy)| {
-                gemm(cols, (kdim, pixels, g.co), Matrix::transposed(ws, kdim), Matrix::rows(dy, pixels), false);
-                g.col2im_add(cols, dx);
+        let per = g.images_per_product(g.batch / MIN_PRODUCTS_PER_BATCH);
+        dx.par_chunks_mut(per * image_len).zip(dys.par_chunks(per * g.co * pixels)).for_each_init(
+            || (vec![0.0f32; kdim * pixels * per], vec![0.0f32; if per > 1 { g.co * pixels * per } else { 0 }]),
+            |(cols, joined), (dx, dy)| {
+                let depth = dx.len() / image_len * pixels;
+                let dy = if depth == pixels {
+                    dy
+                } else {
+                    join_rows(dy, g.co, pixels, joined);
+                    &joined[..g.co * depth]
+                };
+                gemm(cols, (kdim, depth, g.co), Matrix::transposed(ws, kdim), Matrix::rows(dy, depth), false);
+                for (j, dx) in dx.chunks_exact_mut(image_len).enumerate() {
+                    g.col2im_add(&mut cols[j * pixels..], depth, dx);
+                }
             },
         );
         FlexTensor::from_data(TensorData::new(dx, [g.batch, g.ci, g.h, g.w]))
@@ -324,14 +384,26 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
     let dw = want[1].then(|| {
         // Fixed groups of images, summed in order: the same bits whatever the thread count.
         let per_group = g.batch.div_ceil(WEIGHT_GRADIENT_GROUPS).max(1);
+        let per = g.images_per_product(per_group);
         let parts: Vec<Vec<f32>> = (0..g.batch.div_ceil(per_group))
             .into_par_iter()
             .map(|group| {
-                let (mut dw, mut cols) = (vec![0.0f32; g.co * kdim], vec![0.0f32; kdim * pixels]);
-                for i in group * per_group..((group + 1) * per_group).min(g.batch) {
-                    g.im2col(&xs[i * image_len..][..image_len], &mut cols);
-                    let dy = &dys[i * g.co * pixels..][..g.co * pixels];
-                    gemm(&mut dw, (g.co, kdim, pixels), Matrix::rows(dy, pixels), Matrix::transposed(&cols, pixels), true);
+                let mut dw = vec![0.0f32; g.co * kdim];
+                let mut cols = vec![0.0f32; kdim * pixels * per];
+                let mut joined = vec![0.0f32; if per > 1 { g.co * pixels * per } else { 0 }];
+                let images = group * per_group..((group + 1) * per_group).min(g.batch);
+                for first in images.clone().step_by(per) {
+                    let product = first..(first + per).min(images.end);
+                    let depth = product.len() * pixels;
+                    for (j, i) in product.clone().enumerate() {
+                        g.im2col(&xs[i * image_len..][..image_len], &mut cols[j * pixels..], depth);
+                    }
+                    let mut dy = &dys[product.start * g.co * pixels..product.end * g.co * pixels];
+                    if depth != pixels {
+                        join_rows(dy, g.co, pixels, &mut joined);
+                        dy = &joined[..g.co * depth];
+                    }
+                    gemm(&mut dw, (g.co, kdim, depth), Matrix::rows(dy, depth), Matrix::transposed(&cols[..kdim * depth], depth), true);
                 }
                 dw
             })

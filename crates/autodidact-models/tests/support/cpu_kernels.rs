@@ -49,7 +49,7 @@ fn fast_convolution_matches_burn_with_its_gradients() {
     assert!(cpu::is_flex(&device), "the fast path is taken on flex");
     device.seed(7);
     // Enough images that the weight gradient is summed in groups of several images, the
-    // last one partial.
+    // last one partial, and (the maps being small) in products over several images each.
     const BATCH: usize = 37;
     // (in, out, kernel, stride, padding (top, left, bottom, right), dilation, bias, input height, width);
     // the last cases have kernel taps that fall entirely in the padding and uneven padding.
