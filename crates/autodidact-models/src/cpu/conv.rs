@@ -169,9 +169,12 @@ impl Geometry {
         if x0 == 0 && x1 == self.wo {
             return;
         }
-        for out in block.chunks_exact_mut(self.wo) {
-            out[..x0].fill(0.0);
-            out[x1..].fill(0.0);
+        // Column by column: the padding is a column or two per row, too short for `fill`'s
+        // call into `memset` to pay off.
+        for col in (0..x0).chain(x1..self.wo) {
+            for v in block.iter_mut().skip(col).step_by(self.wo) {
+                *v = 0.0;
+            }
         }
     }
 
