@@ -333,19 +333,47 @@ fn channel_layout(x: &FlexTensor) -> (usize, usize) {
     (channels, dims[2.min(dims.len())..].iter().product::<usize>().max(1))
 }
 
-/// Per-channel mean and biased variance (two passes, f64 sums), in parallel over channels.
+/// Per-channel mean and biased variance (two passes), in parallel over channels.
 fn channel_stats(xs: &[f32], channels: usize, inner: usize) -> (Vec<f32>, Vec<f32>) {
     let count = (xs.len() / channels).max(1) as f64;
     let stats: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|c| {
             let planes = || xs.chunks(inner).skip(c).step_by(channels);
-            let mean = planes().map(|p| p.iter().map(|&v| f64::from(v)).sum::<f64>()).sum::<f64>() / count;
-            let var = planes().map(|p| p.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>()).sum::<f64>() / count;
-            (mean as f32, var as f32)
+            let mean = planes().map(|p| plane_sums(p, p, |v, _| [v])[0]).sum::<f64>() / count;
+            let m = mean as f32;
+            let var = planes().map(|p| plane_sums(p, p, |v, _| [(v - m) * (v - m)])[0]).sum::<f64>() / count;
+            (m, var as f32)
         })
         .collect();
     stats.into_iter().unzip()
+}
+
+/// `Σᵢ f(a[i], b[i])` over one plane of a channel: `f32` sums in eight independent lanes
+/// (which the compiler turns into SIMD, where one running `f64` sum stays scalar), returned
+/// as `f64`. Callers add the planes of a channel in `f64`, so `f32` rounding stays within
+/// one plane (a few thousand terms at most here).
+fn plane_sums<const N: usize>(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> [f32; N]) -> [f64; N] {
+    const LANES: usize = 8;
+    let mut lanes = [[0.0f32; LANES]; N];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let mut out = [0.0f64; N];
+    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        for (o, v) in out.iter_mut().zip(f(x, y)) {
+            *o += f64::from(v);
+        }
+    }
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            for (lane, v) in lanes.iter_mut().zip(f(x[l], y[l])) {
+                lane[l] += v;
+            }
+        }
+    }
+    for (o, lane) in out.iter_mut().zip(&lanes) {
+        *o += lane.iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+    out
 }
 
 /// BatchNorm output with the batch statistics (`moments`: `[2, channels]`, mean and biased
@@ -541,16 +569,15 @@ fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32
 /// BatchNorm gradients over `(channels, elements per batch item and channel)`: the input's
 /// (when wanted), gamma's and beta's.
 fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f32], (channels, inner): (usize, usize), want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
-    // dβ = Σ dy, dγ = Σ dy ⊙ x̂ per channel (f64 sums).
+    // dβ = Σ dy, dγ = Σ dy ⊙ x̂ per channel.
     let sums: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|c| {
+            let (m, r) = (mean[c], rstd[c]);
             let (mut db, mut dg) = (0.0f64, 0.0f64);
             for (x, dy) in xs.chunks(inner).zip(dys.chunks(inner)).skip(c).step_by(channels) {
-                for (&v, &d) in x.iter().zip(dy) {
-                    db += f64::from(d);
-                    dg += f64::from(d) * f64::from((v - mean[c]) * rstd[c]);
-                }
+                let [b, g] = plane_sums(x, dy, |v, d| [d, d * ((v - m) * r)]);
+                (db, dg) = (db + b, dg + g);
             }
             (db as f32, dg as f32)
         })
