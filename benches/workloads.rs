@@ -20,7 +20,7 @@ use autodidact::models::bert::BertConfig;
 use autodidact::models::heads::{ImageEncoderConfig, ProjectionHead};
 use autodidact::models::mae::{Mae, MaeDecoderConfig};
 use autodidact::models::resnet::ResNetConfig;
-use autodidact::models::vit::VitConfig;
+use autodidact::models::vit::{VitConfig, VitPool};
 use autodidact::objectives::mae::MaskedAutoencoder;
 use autodidact::objectives::mlm::Mlm;
 use autodidact::objectives::simclr::SimClr;
@@ -144,7 +144,7 @@ pub fn simclr(width: usize, blocks: Vec<usize>, projection: usize, device: &Devi
 
 /// The MAE objective of [`Workload::MaeVit`] with encoder `dim` and `depth`.
 pub fn mae(side: usize, dim: usize, depth: usize, heads: usize, decoder: MaeDecoderConfig, device: &Device) -> MaskedAutoencoder {
-    let vit = VitConfig { image_size: side, patch_size: 4, in_channels: 3, dim, depth, heads, mlp_ratio: 4 };
+    let vit = VitConfig { image_size: side, patch_size: 4, in_channels: 3, dim, depth, heads, mlp_ratio: 4, pool: VitPool::Cls };
     MaskedAutoencoder::new(Mae::init(&vit, &decoder, device).expect("valid MAE config"), 0.75, true)
 }
 

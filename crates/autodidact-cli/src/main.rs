@@ -77,6 +77,11 @@ struct EvalCli {
     /// What to evaluate: the newest valid checkpoint, or a baseline on the same data.
     #[arg(long, value_enum, default_value = "checkpoint")]
     features: vision::EvalSubject,
+    /// Change an evaluation setting of the run's config for this evaluation only, e.g.
+    /// `--set eval.knn_k=200` or `--set 'model.pool="mean"'` (repeatable; `eval.*` and
+    /// `model.pool` only). The report records the changes.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Compute backend.
     #[arg(long, value_enum, default_value = "flex")]
     backend: Backend,
@@ -265,7 +270,7 @@ fn export(args: ExportCli) -> Result<ExitCode> {
 }
 
 fn eval(args: EvalCli) -> Result<ExitCode> {
-    let r = vision::eval(&args.run_dir, args.features, args.backend)?;
+    let r = vision::eval(&args.run_dir, args.features, &args.set, args.backend)?;
     print_frozen_eval(&r["frozen_eval"]);
     println!("written        {}/eval-{}.json", args.run_dir.display(), r["subject"].as_str().unwrap_or_default());
     Ok(ExitCode::SUCCESS)

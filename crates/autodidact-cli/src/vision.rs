@@ -272,12 +272,15 @@ fn frozen_eval(extract: &dyn Fn(&ImageBatch) -> Vec<f32>, config: &VisionConfig,
     };
     let (train_f, dim) = all(&data.train)?;
     let (test_f, _) = all(test)?;
+    let features_s = start.elapsed().as_secs_f64();
     let train_y: Vec<usize> = train_labels.iter().map(|&l| l as usize).collect();
     let test_y: Vec<usize> = test.labels.as_ref().map(|l| l.iter().map(|&v| v as usize).collect()).unwrap_or_default();
     let classes = train_y.iter().chain(&test_y).max().map_or(1, |m| m + 1);
     let knn = knn_predict(&train_f, &train_y, &test_f, dim, classes, e.knn_k, e.knn_temperature);
+    let knn_s = start.elapsed().as_secs_f64() - features_s;
     let probe_cfg = ProbeConfig { l2: e.probe_l2, steps: e.probe_steps, lr: e.probe_lr };
     let probe = linear_probe(&train_f, &train_y, &test_f, dim, classes, &probe_cfg, &Device::flex());
+    let probe_s = start.elapsed().as_secs_f64() - features_s - knn_s;
     let result = json!({
         "feature_dim": dim,
         "train_images": train_y.len(),
@@ -287,6 +290,9 @@ fn frozen_eval(extract: &dyn Fn(&ImageBatch) -> Vec<f32>, config: &VisionConfig,
         "linear_probe_accuracy": accuracy(&confusion_matrix(&test_y, &probe, classes)),
         "linear_probe": { "l2": e.probe_l2, "steps": e.probe_steps, "lr": e.probe_lr, "standardized": true },
         "wall_time_s": start.elapsed().as_secs_f64(),
+        "features_s": features_s,
+        "knn_s": knn_s,
+        "linear_probe_s": probe_s,
     });
     Ok(result)
 }
@@ -307,12 +313,16 @@ pub enum EvalSubject {
 ///
 /// # Errors
 /// Not a vision run directory, no valid checkpoint, data or model errors.
-pub fn eval(run_dir: &Path, subject: EvalSubject, backend: Backend) -> Result<Value> {
+pub fn eval(run_dir: &Path, subject: EvalSubject, overrides: &[String], backend: Backend) -> Result<Value> {
     let path = run_dir.join("config.toml");
     if !path.exists() {
         bail!("{} has no config.toml: not a run directory", run_dir.display());
     }
-    let config = crate::config::load_vision(&path, &[])?;
+    let key = |o: &String| o.split('=').next().unwrap_or_default().trim().to_owned();
+    if let Some(o) = overrides.iter().find(|o| !(key(o).starts_with("eval.") || key(o) == "model.pool")) {
+        bail!("--set {o}: eval changes only evaluation settings (eval.*, model.pool); the run's other settings are what it was trained with");
+    }
+    let config = crate::config::load_vision(&path, overrides)?;
     let data = load_data(&config)?;
     let device = device_for(backend)?;
     let mut checkpoint_used = Value::Null;
@@ -341,7 +351,7 @@ pub fn eval(run_dir: &Path, subject: EvalSubject, backend: Backend) -> Result<Va
         bail!("{}: the run has no labeled test set (data.test_path with labels) and training labels to evaluate against", run_dir.display());
     }
     let subject_name = format!("{subject:?}").to_lowercase();
-    let report = json!({ "run_dir": run_dir, "subject": subject_name, "checkpoint": checkpoint_used, "frozen_eval": result });
+    let report = json!({ "run_dir": run_dir, "subject": subject_name, "checkpoint": checkpoint_used, "overrides": overrides, "frozen_eval": result });
     write_atomic(&run_dir.join(format!("eval-{subject_name}.json")), &serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
 }

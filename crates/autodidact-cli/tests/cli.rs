@@ -654,6 +654,15 @@ fn mae_smoke_learns() {
     let s = summary(&dir.path().join("runs/smoke-mae"));
     assert_eq!(s["objective"], "mae");
     assert!(s["frozen_eval"]["linear_probe_accuracy"].as_f64().is_some(), "{s}");
+    // `eval --set` changes evaluation settings only, and the report records them.
+    let d = dir.path();
+    let mean = run(&["eval", "runs/smoke-mae", "--set", "model.pool=\"mean\"", "--set", "eval.knn_k=5"], d);
+    assert!(mean.status.success(), "{}", text(&mean));
+    let m: Value = serde_json::from_slice(&std::fs::read(d.join("runs/smoke-mae/eval-checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(m["overrides"], serde_json::json!(["model.pool=\"mean\"", "eval.knn_k=5"]), "{m}");
+    assert_eq!(m["frozen_eval"]["knn_k"], 5, "{m}");
+    assert_fails_with(&["eval", "runs/smoke-mae", "--set", "train.lr=1"], d, &["train.lr", "evaluation settings"]);
+    assert_fails_with(&["eval", "runs/smoke-mae", "--set", "model.pool=\"max\""], d, &["model", "max"]);
 }
 
 #[test]

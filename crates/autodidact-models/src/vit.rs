@@ -35,6 +35,20 @@ pub struct VitConfig {
     /// MLP width as a multiple of `dim` (4 in ViT and MAE).
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: usize,
+    /// The image feature [`Vit::forward`] returns (evaluation, fine-tuning heads).
+    #[serde(default)]
+    pub pool: VitPool,
+}
+
+/// How a ViT turns its output tokens into one image feature (timm's `global_pool`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VitPool {
+    /// The class token (ViT; MAE's linear probe).
+    #[default]
+    Cls,
+    /// The mean of the patch tokens after the final norm (timm `global_pool = "avg"`).
+    Mean,
 }
 
 fn default_mlp_ratio() -> usize {
@@ -184,14 +198,18 @@ impl Vit {
         crate::cpu::layer_norm(&self.norm, LAYER_NORM_EPS, crate::cpu::transformer_encoder(&self.blocks, LAYER_NORM_EPS, x))
     }
 
-    /// The class-token representation of whole images, the feature used for evaluation.
+    /// The representation of whole images used for evaluation: the class token or the mean
+    /// of the patch tokens, as `config.pool` says.
     ///
     /// # Shapes
     /// - `images`: `[batch, channels, size, size]`, output: `[batch, dim]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.encode_tokens(self.embed_patches(images));
-        let [b, _, d] = x.dims();
-        x.slice([0..b, 0..1]).reshape([b, d])
+        let [b, n, d] = x.dims();
+        match self.config.pool {
+            VitPool::Cls => x.slice([0..b, 0..1]).reshape([b, d]),
+            VitPool::Mean => x.slice([0..b, 1..n]).mean_dim(1).reshape([b, d]),
+        }
     }
 }
 

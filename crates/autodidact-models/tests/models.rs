@@ -221,3 +221,26 @@ fn bf16_checkpoints_are_cast_to_f32() {
     let d = max_abs_diff(&logits, &fx.logits);
     assert!(d > 1e-6 && d < 0.1, "bf16 logits differ by {d}");
 }
+
+#[test]
+fn vit_features_are_the_class_token_or_the_patch_mean() {
+    use autodidact_models::vit::{VitConfig, VitPool};
+    use burn::tensor::{Tensor, TensorData};
+    let device = device();
+    let pixels: Vec<f32> = (0..2 * 64).map(|k| (k as f32 * 0.37).sin()).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [2, 1, 8, 8]), &device);
+    for pool in [VitPool::Cls, VitPool::Mean] {
+        let vit = VitConfig { image_size: 8, patch_size: 4, in_channels: 1, dim: 8, depth: 1, heads: 2, mlp_ratio: 2, pool }.init(&device);
+        // [2 images, class token + 4 patches, 8]
+        let tokens = vit.encode_tokens(vit.embed_patches(images.clone())).into_data().to_vec::<f32>().unwrap();
+        let token = |i: usize, t: usize, d: usize| tokens[(i * 5 + t) * 8 + d];
+        let got = vit.forward(images.clone()).into_data().to_vec::<f32>().unwrap();
+        for (i, d) in (0..2).flat_map(|i| (0..8).map(move |d| (i, d))) {
+            let expected = match pool {
+                VitPool::Cls => token(i, 0, d),
+                VitPool::Mean => (1..5).map(|t| token(i, t, d)).sum::<f32>() / 4.0,
+            };
+            assert!((got[i * 8 + d] - expected).abs() < 1e-5, "{pool:?}, image {i}, dim {d}: {} vs {expected}", got[i * 8 + d]);
+        }
+    }
+}

@@ -12,7 +12,7 @@ use autodidact_objectives::simcse::{PairViews, SimCse};
 use autodidact_models::heads::{ImageEncoderConfig, ProjectionHead};
 use autodidact_models::mae::{Mae, MaeDecoderConfig, PatchMask};
 use autodidact_models::resnet::ResNetConfig;
-use autodidact_models::vit::{VitConfig, patchify};
+use autodidact_models::vit::{VitConfig, VitPool, patchify};
 use autodidact_objectives::losses::{correct_count, cross_entropy, info_nce, mae_loss, nt_xent};
 use autodidact_objectives::mae::MaskedAutoencoder;
 use autodidact_objectives::simclr::SimClr;
@@ -503,7 +503,7 @@ fn simclr_objective_loss_is_finite_and_falls() {
 fn mae_objective_loss_is_finite_and_falls() {
     let device = device().autodiff();
     device.seed(6);
-    let vit = VitConfig { image_size: 8, patch_size: 2, in_channels: 1, dim: 16, depth: 1, heads: 2, mlp_ratio: 2 };
+    let vit = VitConfig { image_size: 8, patch_size: 2, in_channels: 1, dim: 16, depth: 1, heads: 2, mlp_ratio: 2, pool: VitPool::Cls };
     let decoder = MaeDecoderConfig { dim: 8, depth: 1, heads: 2 };
     let mae = MaskedAutoencoder::new(Mae::init(&vit, &decoder, &device).expect("valid config"), 0.75, false);
     // The same smooth image four times: masked patches are predictable from their position.
