@@ -232,9 +232,9 @@ fn vit_features_are_the_class_token_or_the_patch_mean() {
     for pool in [VitPool::Cls, VitPool::Mean] {
         let vit = VitConfig { image_size: 8, patch_size: 4, in_channels: 1, dim: 8, depth: 1, heads: 2, mlp_ratio: 2, pool }.init(&device);
         // [2 images, class token + 4 patches, 8]
-        let tokens = vit.encode_tokens(vit.embed_patches(images.clone())).into_data().to_vec::<f32>().unwrap();
+        let tokens = vit.encode_tokens(vit.embed_patches(images.clone())).into_data().try_to_vec::<f32>().unwrap();
         let token = |i: usize, t: usize, d: usize| tokens[(i * 5 + t) * 8 + d];
-        let got = vit.forward(images.clone()).into_data().to_vec::<f32>().unwrap();
+        let got = vit.forward(images.clone()).into_data().try_to_vec::<f32>().unwrap();
         for (i, d) in (0..2).flat_map(|i| (0..8).map(move |d| (i, d))) {
             let expected = match pool {
                 VitPool::Cls => token(i, 0, d),
