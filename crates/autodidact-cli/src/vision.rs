@@ -318,8 +318,11 @@ pub fn eval(run_dir: &Path, subject: EvalSubject, overrides: &[String], backend:
     if !path.exists() {
         bail!("{} has no config.toml: not a run directory", run_dir.display());
     }
-    let key = |o: &String| o.split('=').next().unwrap_or_default().trim().to_owned();
-    if let Some(o) = overrides.iter().find(|o| !(key(o).starts_with("eval.") || key(o) == "model.pool")) {
+    let evaluation_only = |o: &String| {
+        let key = o.split('=').next().unwrap_or_default().trim();
+        key.starts_with("eval.") || key == "model.pool"
+    };
+    if let Some(o) = overrides.iter().find(|o| !evaluation_only(o)) {
         bail!("--set {o}: eval changes only evaluation settings (eval.*, model.pool); the run's other settings are what it was trained with");
     }
     let config = crate::config::load_vision(&path, overrides)?;

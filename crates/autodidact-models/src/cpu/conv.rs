@@ -34,8 +34,8 @@ const WEIGHT_GRADIENT_GROUPS: usize = 16;
 /// the image (the weight, or the weight gradient accumulator) is then packed or read and
 /// written once per product instead of once per image.
 const MIN_PRODUCT_PIXELS: usize = 256;
-/// Forward and input-gradient products are also capped at this fraction of the batch, so
-/// that every core gets several products.
+/// Forward and input-gradient products hold at most `batch / MIN_PRODUCTS_PER_BATCH`
+/// images, so that every core gets several products.
 const MIN_PRODUCTS_PER_BATCH: usize = 8;
 
 /// Shape of one convolution: input `[batch, ci, h, w]`, weight `[co, ci, kh, kw]`, output
@@ -92,6 +92,32 @@ impl Geometry {
     /// `MIN_PRODUCT_PIXELS` output pixels, at most `limit`.
     fn images_per_product(&self, limit: usize) -> usize {
         (MIN_PRODUCT_PIXELS / self.pixels()).clamp(1, limit.max(1))
+    }
+
+    /// Per-thread buffers for products over up to `per` images: their columns, and their
+    /// output (or output-gradient) rows side by side (empty when `per` is 1).
+    fn product_buffers(&self, per: usize) -> (Vec<f32>, Vec<f32>) {
+        (vec![0.0f32; self.kdim() * self.pixels() * per], vec![0.0f32; if per > 1 { self.co * self.pixels() * per } else { 0 }])
+    }
+
+    /// The columns of consecutive `images` side by side in `cols` (rows `depth` apart);
+    /// returns `depth`, their pixels in all.
+    fn im2col_images(&self, images: &[f32], cols: &mut [f32]) -> usize {
+        let depth = images.len() / self.image_len() * self.pixels();
+        for (j, image) in images.chunks_exact(self.image_len()).enumerate() {
+            self.im2col(image, &mut cols[j * self.pixels()..], depth);
+        }
+        depth
+    }
+
+    /// Output-gradient rows `[co, pixels]` of consecutive images as one `[co, depth]`
+    /// matrix: `dy` itself for one image, else joined in `joined`.
+    fn joined_outputs<'a>(&self, dy: &'a [f32], joined: &'a mut [f32]) -> &'a [f32] {
+        if dy.len() == self.co * self.pixels() {
+            return dy;
+        }
+        join_rows(dy, self.co, self.pixels(), joined);
+        &joined[..dy.len()]
     }
 
     /// For kernel tap `k` on `axis`: the output positions `lo..hi` whose input position
@@ -335,12 +361,9 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions
     let mut y = vec![0.0f32; g.batch * g.co * pixels];
     let per = g.images_per_product(g.batch / MIN_PRODUCTS_PER_BATCH);
     y.par_chunks_mut(per * g.co * pixels).zip(xs.par_chunks(per * g.image_len())).for_each_init(
-        || (vec![0.0f32; kdim * pixels * per], vec![0.0f32; if per > 1 { g.co * pixels * per } else { 0 }]),
+        || g.product_buffers(per),
         |(cols, joined), (y, images)| {
-            let depth = images.len() / g.image_len() * pixels;
-            for (j, image) in images.chunks_exact(g.image_len()).enumerate() {
-                g.im2col(image, &mut cols[j * pixels..], depth);
-            }
+            let depth = g.im2col_images(images, cols);
             let (w, cols) = (Matrix::rows(ws, kdim), Matrix::rows(&cols[..kdim * depth], depth));
             if depth == pixels {
                 gemm(y, (g.co, pixels, kdim), w, cols, false);
@@ -367,15 +390,10 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
         let mut dx = vec![0.0f32; g.batch * image_len];
         let per = g.images_per_product(g.batch / MIN_PRODUCTS_PER_BATCH);
         dx.par_chunks_mut(per * image_len).zip(dys.par_chunks(per * g.co * pixels)).for_each_init(
-            || (vec![0.0f32; kdim * pixels * per], vec![0.0f32; if per > 1 { g.co * pixels * per } else { 0 }]),
+            || g.product_buffers(per),
             |(cols, joined), (dx, dy)| {
                 let depth = dx.len() / image_len * pixels;
-                let dy = if depth == pixels {
-                    dy
-                } else {
-                    join_rows(dy, g.co, pixels, joined);
-                    &joined[..g.co * depth]
-                };
+                let dy = g.joined_outputs(dy, joined);
                 gemm(cols, (kdim, depth, g.co), Matrix::transposed(ws, kdim), Matrix::rows(dy, depth), false);
                 for (j, dx) in dx.chunks_exact_mut(image_len).enumerate() {
                     g.col2im_add(&mut cols[j * pixels..], depth, dx);
@@ -392,20 +410,12 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
             .into_par_iter()
             .map(|group| {
                 let mut dw = vec![0.0f32; g.co * kdim];
-                let mut cols = vec![0.0f32; kdim * pixels * per];
-                let mut joined = vec![0.0f32; if per > 1 { g.co * pixels * per } else { 0 }];
+                let (mut cols, mut joined) = g.product_buffers(per);
                 let images = group * per_group..((group + 1) * per_group).min(g.batch);
                 for first in images.clone().step_by(per) {
                     let product = first..(first + per).min(images.end);
-                    let depth = product.len() * pixels;
-                    for (j, i) in product.clone().enumerate() {
-                        g.im2col(&xs[i * image_len..][..image_len], &mut cols[j * pixels..], depth);
-                    }
-                    let mut dy = &dys[product.start * g.co * pixels..product.end * g.co * pixels];
-                    if depth != pixels {
-                        join_rows(dy, g.co, pixels, &mut joined);
-                        dy = &joined[..g.co * depth];
-                    }
+                    let depth = g.im2col_images(&xs[product.start * image_len..product.end * image_len], &mut cols);
+                    let dy = g.joined_outputs(&dys[product.start * g.co * pixels..product.end * g.co * pixels], &mut joined);
                     gemm(&mut dw, (g.co, kdim, depth), Matrix::rows(dy, depth), Matrix::transposed(&cols[..kdim * depth], depth), true);
                 }
                 dw
