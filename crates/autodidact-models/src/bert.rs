@@ -18,7 +18,7 @@ use burn::nn::{
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::{dropout, gelu, layer_norm, linear, softmax};
+use crate::cpu::{WeightLayout, affine, dropout, gelu, layer_norm, linear, softmax};
 use crate::error::ModelError;
 
 /// BERT hyper-parameters; field names and meaning follow HF's `BertConfig`.
@@ -451,8 +451,8 @@ impl BertForMaskedLM {
     /// - `hidden`: `[rows, hidden]`; output: `[rows, vocab]`
     fn predict(&self, hidden: Tensor<2>) -> Tensor<2> {
         let head = &self.cls.predictions;
-        let x = layer_norm(&head.transform.layer_norm, self.bert.layer_norm_eps, gelu(head.transform.dense.forward(hidden)));
+        let x = layer_norm(&head.transform.layer_norm, self.bert.layer_norm_eps, gelu(linear(&head.transform.dense, hidden)));
         let decoder = self.bert.embeddings.word_embeddings.weight.val(); // (V, H)
-        x.matmul(decoder.transpose()) + head.bias.val().unsqueeze_dim(0) // (rows, V)
+        affine(x, decoder, head.bias.val(), WeightLayout::OutIn) // (rows, V)
     }
 }

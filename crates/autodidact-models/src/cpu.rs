@@ -36,6 +36,10 @@ use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 
 mod conv;
+mod gemm;
+mod linear;
+
+pub use linear::WeightLayout;
 
 /// True when `device` runs on burn's flex CPU backend (with or without autodiff).
 pub fn is_flex(device: &Device) -> bool {
@@ -267,6 +271,8 @@ pub trait FastOps: Backend {
     /// Per-channel mean (row 0) and biased variance (row 1) of `[batch, channels, ...]`, as
     /// `[2, channels]`; not differentiated.
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x · W + bias` for `x: [rows, in]`, `bias: [out]`, `W` stored as `layout`.
+    fn affine_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self>;
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -425,6 +431,10 @@ impl FastOps for Flex {
 
     fn channel_moments(x: FlexTensor) -> FlexTensor {
         channel_moments_flex(&x)
+    }
+
+    fn affine_rows(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, layout: WeightLayout) -> FlexTensor {
+        linear::forward(&x, &weight, &bias, layout)
     }
 }
 
@@ -600,6 +610,25 @@ fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f3
     (dx, dgamma, dbeta)
 }
 
+#[derive(Debug)]
+struct AffineBackward;
+
+impl Backward<Flex, 3> for AffineBackward {
+    /// Input, weight and the weight's layout.
+    type State = (FlexTensor, FlexTensor, WeightLayout);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, weight, layout) = ops.state;
+        let wanted = ops.parents.each_ref().map(Option::is_some);
+        for (node, grad) in ops.parents.into_iter().zip(linear::backward(&x, &weight, &grad, layout, wanted)) {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
 /// An operation whose output carries no gradient (statistics read from an activation).
 #[derive(Debug)]
 struct NoGradient;
@@ -654,6 +683,16 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
+    fn affine_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self> {
+        match AffineBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout);
+                prep.finish((x.primitive().clone(), weight.primitive().clone(), layout), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout)),
+        }
+    }
+
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self> {
         NoGradient.prepare::<C>([x.node()]).compute_bound().stateless(channel_moments_flex(x.primitive()))
     }
@@ -664,12 +703,38 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
 /// burn runs a Linear on a 3-D input whose rows per batch item are not a multiple of 32 as a
 /// batched product against the broadcast weight; its backward then materializes one weight
 /// gradient per batch item (`[batch, in, out]`, 151 MB for an MAE decoder MLP) before summing
-/// them. Flattening first makes the weight gradient a single product.
+/// them. Flattening first makes the weight gradient a single product; on flex the map and
+/// its gradients then run as [`affine`].
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    match &layer.bias {
+        Some(bias) if is_flex(&x.device()) => affine(x, layer.weight.val(), bias.val(), WeightLayout::InOut),
+        _ => on_rows(x, |x| layer.forward(x)),
+    }
+}
+
+/// `x · W + bias` over the last dimension of `x`, `W` stored as `layout`; on flex one
+/// operation forward and backward whose outputs are written once (`cpu/linear.rs`).
+///
+/// # Shapes
+/// - `x`: `[..., in]`, `weight`: `[in, out]` or `[out, in]`, `bias`: `[out]`, output: `[..., out]`
+pub fn affine<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>, layout: WeightLayout) -> Tensor<D> {
+    on_rows(x, |x| {
+        if is_flex(&x.device()) {
+            return Tensor::from_dispatch(<Dispatch as FastOps>::affine_rows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), layout));
+        }
+        let weight = match layout {
+            WeightLayout::InOut => weight,
+            WeightLayout::OutIn => weight.transpose(),
+        };
+        x.matmul(weight) + bias.unsqueeze_dim(0)
+    })
+}
+
+/// `f` applied to the rows of `x` flattened to `[rows, last]`, its output reshaped back.
+fn on_rows<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
     let dims = x.dims();
-    let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
-    let y = layer.forward(x.reshape([rows, d_in]));
+    let y = f(x.reshape([rows, dims[D - 1]]));
     let mut out = dims;
     out[D - 1] = y.dims()[1];
     y.reshape(out)

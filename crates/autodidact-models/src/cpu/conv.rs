@@ -25,6 +25,7 @@ use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
+use super::gemm::{Matrix, Threads, gemm};
 use super::slice_of;
 
 /// Images are split into this many groups for the weight gradient, each summed on one thread.
@@ -252,30 +253,6 @@ struct FlatSpan {
     shift: isize,
 }
 
-/// A matrix in a slice: element `(r, c)` at `data[r·rs + c·cs]`.
-#[derive(Clone, Copy)]
-struct Matrix<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Matrix<'a> {
-    /// Row-major with `cols` columns.
-    fn rows(data: &'a [f32], cols: usize) -> Self {
-        Self { data, rs: cols, cs: 1 }
-    }
-
-    /// The transpose of a row-major matrix with `cols` columns.
-    fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Self { data, rs: 1, cs: cols }
-    }
-
-    fn holds(&self, rows: usize, cols: usize) -> bool {
-        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
-    }
-}
-
 /// Row-major `[rows, width]` blocks, one per image, side by side as one `[rows, n·width]`
 /// matrix in `joined`.
 fn join_rows(blocks: &[f32], rows: usize, width: usize, joined: &mut [f32]) {
@@ -294,49 +271,6 @@ fn split_rows(joined: &[f32], rows: usize, width: usize, blocks: &mut [f32]) {
         for (r, row) in block.chunks_exact_mut(width).enumerate() {
             row.copy_from_slice(&joined[(r * n + j) * width..][..width]);
         }
-    }
-}
-
-/// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major `m × n`, `a` `m × k`,
-/// `b` `k × n`; on the calling thread (the callers parallelize over images).
-fn gemm(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
-    assert!(dst.len() >= m * n && a.holds(m, k) && b.holds(k, n), "gemm operands out of bounds");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let stride = |s: usize| s as isize;
-    #[allow(unsafe_code)]
-    // SAFETY: the assertion above keeps every element the kernel reads (`a`, `b`) or writes
-    // (`dst`, `m × n` row-major) inside its slice; `dst` is borrowed mutably, so it does not
-    // alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            stride(n),
-            accumulate,
-            a.data.as_ptr(),
-            stride(a.cs),
-            stride(a.rs),
-            b.data.as_ptr(),
-            stride(b.cs),
-            stride(b.rs),
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }
 
@@ -366,9 +300,9 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions
             let depth = g.im2col_images(images, cols);
             let (w, cols) = (Matrix::rows(ws, kdim), Matrix::rows(&cols[..kdim * depth], depth));
             if depth == pixels {
-                gemm(y, (g.co, pixels, kdim), w, cols, false);
+                gemm(y, (g.co, pixels, kdim), w, cols, false, Threads::One);
             } else {
-                gemm(joined, (g.co, depth, kdim), w, cols, false);
+                gemm(joined, (g.co, depth, kdim), w, cols, false, Threads::One);
                 split_rows(&joined[..g.co * depth], g.co, pixels, y);
             }
         },
@@ -394,7 +328,7 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
             |(cols, joined), (dx, dy)| {
                 let depth = dx.len() / image_len * pixels;
                 let dy = g.joined_outputs(dy, joined);
-                gemm(cols, (kdim, depth, g.co), Matrix::transposed(ws, kdim), Matrix::rows(dy, depth), false);
+                gemm(cols, (kdim, depth, g.co), Matrix::transposed(ws, kdim), Matrix::rows(dy, depth), false, Threads::One);
                 for (j, dx) in dx.chunks_exact_mut(image_len).enumerate() {
                     g.col2im_add(&mut cols[j * pixels..], depth, dx);
                 }
@@ -416,7 +350,7 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
                     let product = first..(first + per).min(images.end);
                     let depth = g.im2col_images(&xs[product.start * image_len..product.end * image_len], &mut cols);
                     let dy = g.joined_outputs(&dys[product.start * g.co * pixels..product.end * g.co * pixels], &mut joined);
-                    gemm(&mut dw, (g.co, kdim, depth), Matrix::rows(dy, depth), Matrix::transposed(&cols[..kdim * depth], depth), true);
+                    gemm(&mut dw, (g.co, kdim, depth), Matrix::rows(dy, depth), Matrix::transposed(&cols[..kdim * depth], depth), true, Threads::One);
                 }
                 dw
             })

@@ -178,6 +178,38 @@ fn fused_layer_norm_matches_burn_with_all_gradients() {
 }
 
 #[test]
+fn fused_affine_matches_burn_with_all_gradients_in_both_weight_layouts() {
+    let _rng = rng_lock();
+    use cpu::WeightLayout;
+    let device = flex();
+    device.seed(8);
+    // Small, and large enough for the products to run on all threads (≥ 192³ multiply-adds).
+    for (batch, rows, d_in, d_out) in [(2, 5, 7, 3), (4, 75, 160, 192)] {
+        let x = Tensor::<3>::random([batch, rows, d_in], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<3>::random([batch, rows, d_out], Distribution::Normal(0.0, 1.0), &device);
+        let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+            let stored = if layout == WeightLayout::InOut { [d_in, d_out] } else { [d_out, d_in] };
+            let weight = Tensor::<2>::random(stored, Distribution::Normal(0.0, 0.3), &device).require_grad();
+            let run = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+                let xg = x.clone().require_grad();
+                let y = f(xg.clone());
+                let grads = (y.clone() * r.clone()).sum().backward();
+                [values(y), values(xg.grad(&grads).expect("x")), values(weight.grad(&grads).expect("weight")), values(bias.grad(&grads).expect("bias"))]
+            };
+            let ours = run(&|x| cpu::affine(x, weight.clone(), bias.clone(), layout));
+            let burns = run(&|x| {
+                let w = if layout == WeightLayout::InOut { weight.clone() } else { weight.clone().transpose() };
+                x.matmul(w.unsqueeze_dim(0)) + bias.clone().reshape([1, 1, d_out])
+            });
+            for ((name, a), b) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(&ours).zip(&burns) {
+                assert_close(&format!("affine {layout:?} {rows}x{d_in}->{d_out} {name}"), a, b);
+            }
+        }
+    }
+}
+
+#[test]
 fn transformer_encoder_matches_burns_forward_pre_and_post_norm() {
     let _rng = rng_lock();
     use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};

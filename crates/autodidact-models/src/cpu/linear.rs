@@ -1,0 +1,114 @@
+//! Affine maps on rows, `y = x · W + b`, forward and backward as direct matrix products.
+//!
+//! burn records a Linear as a matmul and a broadcast add, and differentiates them as two
+//! matmuls (each through a transposed view) and a sum over rows for the bias; on flex each
+//! product's output is zero-filled and then copied into an aligned buffer on the calling
+//! thread, which made that thread the bottleneck of transformer steps at two threads. Here
+//! every output is written once: the forward starts from the bias rows and accumulates the
+//! product onto them, and the gradients are products into fresh memory.
+//!
+//! - forward: `Y = X · W + b`
+//! - input gradient: `dX = dY · Wᵀ`
+//! - weight gradient: `dW = Xᵀ · dY` (`[in, out]`) or `dYᵀ · X` (`[out, in]`)
+//! - bias gradient: `db = Σ_rows dY`
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::TensorMetadata;
+use burn::tensor::TensorData;
+use rayon::prelude::*;
+
+use super::gemm::{Matrix, Threads, product};
+use super::{ROWS_PER_TASK, slice_of};
+
+/// How an affine map's weight is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[in, out]`, as burn's `Linear`.
+    InOut,
+    /// `[out, in]`, as PyTorch's `nn.Linear` and an embedding table used as an output
+    /// projection (BERT's tied MLM decoder).
+    OutIn,
+}
+
+/// `(in, out)` of a weight stored as `layout`.
+fn features(weight: &FlexTensor, layout: WeightLayout) -> (usize, usize) {
+    let [a, b] = weight.shape().dims::<2>();
+    match layout {
+        WeightLayout::InOut => (a, b),
+        WeightLayout::OutIn => (b, a),
+    }
+}
+
+/// `W` as the `[in, out]` right operand of `X · W`.
+fn weight_in_out(ws: &[f32], (d_in, d_out): (usize, usize), layout: WeightLayout) -> Matrix<'_> {
+    match layout {
+        WeightLayout::InOut => Matrix::rows(ws, d_out),
+        WeightLayout::OutIn => Matrix::transposed(ws, d_in),
+    }
+}
+
+/// `Wᵀ` as the `[out, in]` right operand of `dY · Wᵀ`.
+fn weight_out_in(ws: &[f32], (d_in, d_out): (usize, usize), layout: WeightLayout) -> Matrix<'_> {
+    match layout {
+        WeightLayout::InOut => Matrix::transposed(ws, d_out),
+        WeightLayout::OutIn => Matrix::rows(ws, d_in),
+    }
+}
+
+/// `x · W + bias` for `x: [rows, in]`, `bias: [out]`; output `[rows, out]`.
+pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, layout: WeightLayout) -> FlexTensor {
+    let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+    let dims = features(&weight, layout);
+    let (d_in, d_out) = dims;
+    let xs = slice_of(&x);
+    let rows = x.shape().dims::<2>()[0];
+    let y = product((rows, d_out, d_in), Matrix::rows(xs, d_in), weight_in_out(slice_of(&weight), dims, layout), Some(slice_of(&bias)), Threads::All);
+    FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
+}
+
+/// The gradients of [`forward`] with respect to `x`, the weight (in its stored layout) and
+/// the bias, each where `wanted`.
+pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, layout: WeightLayout, wanted: [bool; 3]) -> [Option<FlexTensor>; 3] {
+    let (x, weight, dy) = (x.to_contiguous(), weight.to_contiguous(), dy.to_contiguous());
+    let dims = features(&weight, layout);
+    let (d_in, d_out) = dims;
+    let (xs, ws, dys) = (slice_of(&x), slice_of(&weight), slice_of(&dy));
+    let rows = x.shape().dims::<2>()[0];
+    let [want_x, want_w, want_b] = wanted;
+    let dx = want_x.then(|| {
+        let dx = product((rows, d_in, d_out), Matrix::rows(dys, d_out), weight_out_in(ws, dims, layout), None, Threads::All);
+        FlexTensor::from_data(TensorData::new(dx, [rows, d_in]))
+    });
+    let dw = want_w.then(|| {
+        let dw = match layout {
+            WeightLayout::InOut => product((d_in, d_out, rows), Matrix::transposed(xs, d_in), Matrix::rows(dys, d_out), None, Threads::All),
+            WeightLayout::OutIn => product((d_out, d_in, rows), Matrix::transposed(dys, d_out), Matrix::rows(xs, d_in), None, Threads::All),
+        };
+        FlexTensor::from_data(TensorData::new(dw, weight.shape()))
+    });
+    let db = want_b.then(|| FlexTensor::from_data(TensorData::new(column_sums(dys, d_out), [d_out])));
+    [dx, dw, db]
+}
+
+/// Sums over the rows of a row-major matrix with `cols` columns: partial sums per task of
+/// `ROWS_PER_TASK` rows, then added.
+fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    if cols == 0 {
+        return Vec::new();
+    }
+    m.par_chunks(cols * ROWS_PER_TASK)
+        .map(|rows| {
+            let mut sums = vec![0.0f32; cols];
+            for row in rows.chunks_exact(cols) {
+                sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+            sums
+        })
+        .reduce(
+            || vec![0.0f32; cols],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
