@@ -14,6 +14,9 @@
 //!   burn records softmax and LayerNorm as chains of small single-threaded operations and
 //!   computes GELU's erf with a scalar libm call.
 //!
+//! The elementwise and row-wise loops run through [`vectorized`], built for AVX-512, AVX2 or
+//! the x86-64 baseline and chosen at run time; the crate itself is compiled for the baseline.
+//!
 //! On other devices (ndarray, wgpu) all of them fall back to burn's own operations. The results are
 //! the same functions: tests compare them with burn's on the same inputs.
 
@@ -33,6 +36,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 mod conv;
@@ -156,6 +160,17 @@ const ROWS_PER_TASK: usize = 64;
 /// Elements per parallel task of the elementwise kernels.
 const ELEMENTS_PER_TASK: usize = 1 << 14;
 
+/// Runs `f` compiled for the widest vector instructions this CPU has: AVX-512, else AVX2 with
+/// FMA, else the x86-64 baseline (SSE2), chosen once at run time (`multiversion`). Every
+/// parallel task of the kernels here runs its loops through this: they are written to
+/// vectorize, and the baseline build runs them 4 lanes wide. Callers mark the closure
+/// `#[inline(always)]`: only code inlined into `f`'s body is compiled for the wider
+/// instructions (a closure left as its own function stays at the baseline).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 fn slice_of(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().unwrap_or(&[])
 }
@@ -169,31 +184,38 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     let mut out = vec![0.0f32; a.len()];
     // Plain loops over chunks, so that the compiler vectorizes `f`.
     out.par_chunks_mut(ELEMENTS_PER_TASK).zip(a.par_chunks(ELEMENTS_PER_TASK)).zip(b.par_chunks(ELEMENTS_PER_TASK)).for_each(|((o, a), b)| {
-        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
+        vectorized(#[inline(always)] || {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        })
     });
     out
 }
 
 /// `eˣ` to about 2 ulp, branch-free so that loops over it vectorize (libm's `expf` is a call
 /// per element): `2ᵏ · e^r` with `k = round(x·log₂e)`, `|r| ≤ ln2/2`, a degree-6 Taylor
-/// polynomial for `e^r`. Inputs are clamped to the finite range (below −87.3 the result is
-/// 1.2e-38 instead of a subnormal or zero).
+/// polynomial for `e^r`. Inputs are clamped to [−87.3, 88.3] (below, the result is 1.2e-38
+/// instead of a subnormal or zero). `2ᵏ` is built with integer operations on the bits of the
+/// rounded value: Rust's saturating `as i32` does not vectorize without AVX-512.
+#[inline(always)]
 fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
-    let x = x.clamp(-87.3, 88.7);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let x = x.clamp(-87.3, 88.3);
+    let shifted = x * LOG2E + ROUND; // 1.5·2²³ + k: k sits in the low mantissa bits
+    let k = shifted - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((k as i32 + 127) as u32) << 23) * p
+    let biased_k = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127); // k + 127 ∈ [1, 254]
+    f32::from_bits(biased_k << 23) * p
 }
 
 /// `(Φ(x), φ(x))`, the standard normal CDF and density, with erf to within 1.5e-7
 /// (Abramowitz & Stegun 7.1.26), sharing its one `exp` with the density.
+#[inline(always)]
 fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
@@ -292,14 +314,17 @@ fn softmax_forward(x: &FlexTensor) -> FlexTensor {
     let xs = slice_of(&x);
     let mut out = vec![0.0f32; xs.len()];
     out.par_chunks_mut(cols * ROWS_PER_TASK).zip(xs.par_chunks(cols * ROWS_PER_TASK)).for_each(|(o, x)| {
-        for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
-            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = exp(v - max);
+        vectorized(#[inline(always)] || {
+            for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
+                let max = row_max(x);
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = exp(v - max);
+                }
+                let [sum] = row_sums([o], |[v]| [v]);
+                let inv = 1.0 / sum;
+                o.iter_mut().for_each(|o| *o *= inv);
             }
-            let inv = 1.0 / o.iter().sum::<f32>();
-            o.iter_mut().for_each(|o| *o *= inv);
-        }
+        })
     });
     tensor_like(out, &x)
 }
@@ -319,14 +344,18 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps
         .zip(xs.par_chunks(cols * ROWS_PER_TASK))
         .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
         .for_each(|((o, x), (mean, rstd))| {
-            for (((o, x), mean), rstd) in o.chunks_mut(cols).zip(x.chunks(cols)).zip(mean).zip(rstd) {
-                let m = x.iter().sum::<f32>() / cols as f32;
-                let var = x.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() / cols as f32;
-                (*mean, *rstd) = (m, 1.0 / (var + epsilon as f32).sqrt());
-                for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(g).zip(b) {
-                    *o = (v - *mean) * *rstd * g + b;
+            vectorized(#[inline(always)] || {
+                for (((o, x), mean), rstd) in o.chunks_mut(cols).zip(x.chunks(cols)).zip(mean).zip(rstd) {
+                    let [sum] = row_sums([x], |[v]| [v]);
+                    let m = sum / cols as f32;
+                    let [squares] = row_sums([x], |[v]| [(v - m) * (v - m)]);
+                    let var = squares / cols as f32;
+                    (*mean, *rstd) = (m, 1.0 / (var + epsilon as f32).sqrt());
+                    for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(g).zip(b) {
+                        *o = (v - *mean) * *rstd * g + b;
+                    }
                 }
-            }
+            })
         });
     (tensor_like(out, &x), mean, rstd)
 }
@@ -345,41 +374,66 @@ fn channel_stats(xs: &[f32], channels: usize, inner: usize) -> (Vec<f32>, Vec<f3
     let stats: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let planes = || xs.chunks(inner).skip(c).step_by(channels);
-            let mean = planes().map(|p| plane_sums(p, p, |v, _| [v])[0]).sum::<f64>() / count;
-            let m = mean as f32;
-            let var = planes().map(|p| plane_sums(p, p, |v, _| [(v - m) * (v - m)])[0]).sum::<f64>() / count;
-            (m, var as f32)
+            vectorized(#[inline(always)] || {
+                let planes = || xs.chunks(inner).skip(c).step_by(channels);
+                let mean = planes().map(|p| plane_sums([p], |[v]| [v])[0]).sum::<f64>() / count;
+                let m = mean as f32;
+                let var = planes().map(|p| plane_sums([p], |[v]| [(v - m) * (v - m)])[0]).sum::<f64>() / count;
+                (m, var as f32)
+            })
         })
         .collect();
     stats.into_iter().unzip()
 }
 
-/// `Σᵢ f(a[i], b[i])` over one plane of a channel: `f32` sums in eight independent lanes
-/// (which the compiler turns into SIMD, where one running `f64` sum stays scalar), returned
-/// as `f64`. Callers add the planes of a channel in `f64`, so `f32` rounding stays within
-/// one plane (a few thousand terms at most here).
-fn plane_sums<const N: usize>(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> [f32; N]) -> [f64; N] {
-    const LANES: usize = 8;
-    let mut lanes = [[0.0f32; LANES]; N];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let mut out = [0.0f64; N];
-    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
-        for (o, v) in out.iter_mut().zip(f(x, y)) {
-            *o += f64::from(v);
+/// Independent accumulators per output of [`lanes`].
+const LANES: usize = 16;
+
+/// Folds `f` over the elements of `inputs` (zipped, up to the shortest) with `op`, into
+/// [`LANES`] independent accumulators per output, element `i` into lane `i % LANES`; callers
+/// combine the lanes. A single running fold stays scalar (the compiler may not reorder float
+/// operations); lanes vectorize.
+#[inline(always)]
+fn lanes<const K: usize, const N: usize>(inputs: [&[f32]; K], init: f32, f: impl Fn([f32; K]) -> [f32; N], op: impl Fn(f32, f32) -> f32) -> [[f32; LANES]; N] {
+    let len = inputs.iter().map(|s| s.len()).min().unwrap_or(0);
+    let split = inputs.map(|s| s[..len].as_chunks::<LANES>());
+    let mut acc = [[init; LANES]; N];
+    let mut add = |l: usize, values: [f32; N]| {
+        for (lane, v) in acc.iter_mut().zip(values) {
+            lane[l] = op(lane[l], v);
         }
-    }
-    for (x, y) in ca.zip(cb) {
+    };
+    for c in 0..len / LANES {
+        let block = split.map(|(chunks, _)| &chunks[c]);
         for l in 0..LANES {
-            for (lane, v) in lanes.iter_mut().zip(f(x[l], y[l])) {
-                lane[l] += v;
-            }
+            add(l, f(block.map(|b| b[l])));
         }
     }
-    for (o, lane) in out.iter_mut().zip(&lanes) {
-        *o += lane.iter().map(|&v| f64::from(v)).sum::<f64>();
+    for l in 0..len % LANES {
+        add(l, f(split.map(|(_, tail)| tail[l])));
     }
-    out
+    acc
+}
+
+/// `Σᵢ f(inputs[..][i])` for each output, in `f32` ([`lanes`]).
+#[inline(always)]
+fn row_sums<const K: usize, const N: usize>(inputs: [&[f32]; K], f: impl Fn([f32; K]) -> [f32; N]) -> [f32; N] {
+    lanes(inputs, 0.0, f, |s, v| s + v).map(|lane| lane.iter().sum())
+}
+
+/// The largest element of `x` (−∞ for an empty row).
+#[inline(always)]
+fn row_max(x: &[f32]) -> f32 {
+    let [lane] = lanes([x], f32::NEG_INFINITY, |[v]| [v], f32::max);
+    lane.into_iter().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// [`row_sums`] over one plane of a channel, the lanes added in `f64`. Callers add the
+/// planes of a channel in `f64`, so `f32` rounding stays within one plane (a few thousand
+/// terms at most here).
+#[inline(always)]
+fn plane_sums<const K: usize, const N: usize>(inputs: [&[f32]; K], f: impl Fn([f32; K]) -> [f32; N]) -> [f64; N] {
+    lanes(inputs, 0.0, f, |s, v| s + v).map(|lane| lane.iter().map(|&v| f64::from(v)).sum())
 }
 
 /// BatchNorm output with the batch statistics (`moments`: `[2, channels]`, mean and biased
@@ -397,9 +451,11 @@ fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, mom
     out.par_chunks_mut(inner).zip(xs.par_chunks(inner)).enumerate().for_each(|(i, (o, x))| {
         let c = i % channels;
         let (scale, shift) = (rstd[c] * g[c], b[c] - mean[c] * rstd[c] * g[c]);
-        for (o, &v) in o.iter_mut().zip(x) {
-            *o = v * scale + shift;
-        }
+        vectorized(#[inline(always)] || {
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        })
     });
     (tensor_like(out, &x), mean, rstd)
 }
@@ -477,12 +533,14 @@ impl Backward<Flex, 1> for SoftmaxBackward {
         let mut dx = vec![0.0f32; ys.len()];
         // dx = y ⊙ (dy − Σ dy ⊙ y), per row
         dx.par_chunks_mut(cols * ROWS_PER_TASK).zip(ys.par_chunks(cols * ROWS_PER_TASK)).zip(gs.par_chunks(cols * ROWS_PER_TASK)).for_each(|((d, y), g)| {
-            for ((d, y), g) in d.chunks_mut(cols).zip(y.chunks(cols)).zip(g.chunks(cols)) {
-                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
-                    *d = y * (g - dot);
+            vectorized(#[inline(always)] || {
+                for ((d, y), g) in d.chunks_mut(cols).zip(y.chunks(cols)).zip(g.chunks(cols)) {
+                    let [dot] = row_sums([y, g], |[y, g]| [y * g]);
+                    for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                        *d = y * (g - dot);
+                    }
                 }
-            }
+            })
         });
         grads.register::<Flex>(node.id, tensor_like(dx, &y));
     }
@@ -538,12 +596,14 @@ fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32
         .zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK)))
         .map(|((x, dy), (mean, rstd))| {
             let (mut dg, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
-            for (((x, dy), &m), &r) in x.chunks(cols).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
-                for (((dg, db), &v), &d) in dg.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
-                    *dg += d * (v - m) * r;
-                    *db += d;
+            vectorized(#[inline(always)] || {
+                for (((x, dy), &m), &r) in x.chunks(cols).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
+                    for (((dg, db), &v), &d) in dg.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
+                        *dg += d * (v - m) * r;
+                        *db += d;
+                    }
                 }
-            }
+            });
             (dg, db)
         })
         .reduce(
@@ -558,18 +618,15 @@ fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32
         // dx = (1/σ) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
         let mut dx = vec![0.0f32; xs.len()];
         dx.par_chunks_mut(chunk).zip(xs.par_chunks(chunk)).zip(gs.par_chunks(chunk)).zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK))).for_each(|(((dx, x), dy), (mean, rstd))| {
-            for ((((dx, x), dy), &m), &r) in dx.chunks_mut(cols).zip(x.chunks(cols)).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
-                let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-                for ((&v, &d), &w) in x.iter().zip(dy).zip(g) {
-                    let gh = d * w;
-                    sum_g += gh;
-                    sum_gx += gh * (v - m) * r;
+            vectorized(#[inline(always)] || {
+                for ((((dx, x), dy), &m), &r) in dx.chunks_mut(cols).zip(x.chunks(cols)).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
+                    let [sum_g, sum_gx] = row_sums([x, dy, g], |[v, d, w]| [d * w, d * w * (v - m) * r]);
+                    let (mean_g, mean_gx) = (sum_g / cols as f32, sum_gx / cols as f32);
+                    for (((dx, &v), &d), &w) in dx.iter_mut().zip(x).zip(dy).zip(g) {
+                        *dx = r * (d * w - mean_g - (v - m) * r * mean_gx);
+                    }
                 }
-                let (mean_g, mean_gx) = (sum_g / cols as f32, sum_gx / cols as f32);
-                for (((dx, &v), &d), &w) in dx.iter_mut().zip(x).zip(dy).zip(g) {
-                    *dx = r * (d * w - mean_g - (v - m) * r * mean_gx);
-                }
-            }
+            })
         });
         dx
     });
@@ -585,10 +642,12 @@ fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f3
         .map(|c| {
             let (m, r) = (mean[c], rstd[c]);
             let (mut db, mut dg) = (0.0f64, 0.0f64);
-            for (x, dy) in xs.chunks(inner).zip(dys.chunks(inner)).skip(c).step_by(channels) {
-                let [b, g] = plane_sums(x, dy, |v, d| [d, d * ((v - m) * r)]);
-                (db, dg) = (db + b, dg + g);
-            }
+            vectorized(#[inline(always)] || {
+                for (x, dy) in xs.chunks(inner).zip(dys.chunks(inner)).skip(c).step_by(channels) {
+                    let [b, g] = plane_sums([x, dy], |[v, d]| [d, d * ((v - m) * r)]);
+                    (db, dg) = (db + b, dg + g);
+                }
+            });
             (db as f32, dg as f32)
         })
         .collect();
@@ -601,9 +660,11 @@ fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f3
             let c = i % channels;
             let (m, r, k) = (mean[c], rstd[c], g[c] * rstd[c]);
             let (mean_dy, mean_dyx) = (dbeta[c] / count, dgamma[c] / count);
-            for ((dx, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
-                *dx = k * (d - mean_dy - (v - m) * r * mean_dyx);
-            }
+            vectorized(#[inline(always)] || {
+                for ((dx, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+                    *dx = k * (d - mean_dy - (v - m) * r * mean_dyx);
+                }
+            })
         });
         dx
     });

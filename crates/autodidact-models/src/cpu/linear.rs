@@ -18,7 +18,7 @@ use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::gemm::{Matrix, Threads, product};
-use super::{ROWS_PER_TASK, slice_of};
+use super::{ROWS_PER_TASK, slice_of, vectorized};
 
 /// How an affine map's weight is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,9 +99,11 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     m.par_chunks(cols * ROWS_PER_TASK)
         .map(|rows| {
             let mut sums = vec![0.0f32; cols];
-            for row in rows.chunks_exact(cols) {
-                sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-            }
+            vectorized(#[inline(always)] || {
+                for row in rows.chunks_exact(cols) {
+                    sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+            });
             sums
         })
         .reduce(
