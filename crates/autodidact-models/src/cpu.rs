@@ -33,13 +33,15 @@ use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, Transfo
 use burn::nn::activation::Activation;
 use burn::nn::{BatchNorm, Dropout, LayerNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
 mod conv;
+mod cross_entropy;
 mod gemm;
 mod linear;
 
@@ -235,6 +237,28 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FastOps>::gelu_exact(x.into_dispatch()))
 }
 
+/// Per-row cross-entropy of `logits` against integer `labels`, with label smoothing `ε`
+/// (Szegedy et al. 2016, §7): `−Σⱼ qⱼ·log softmax(logits)ⱼ` with `q = (1 − ε)·one_hot +
+/// ε/classes`. On flex one operation forward and backward (`cpu/cross_entropy.rs`), where a
+/// label out of range gives its row a NaN loss.
+///
+/// # Shapes
+/// - `logits`: `[rows, classes]`, `labels`: `[rows]`, output: `[rows]`
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, smoothing: f64) -> Tensor<1> {
+    let [rows, _] = logits.dims();
+    if is_flex(&logits.device()) {
+        let labels = labels.into_data().iter::<i64>().map(|l| usize::try_from(l).unwrap_or(usize::MAX)).collect();
+        return Tensor::from_dispatch(<Dispatch as FastOps>::cross_entropy_rows(logits.into_dispatch(), labels, smoothing as f32));
+    }
+    let log_probs = log_softmax(logits, 1); // (N, V)
+    let nll = log_probs.clone().gather(1, labels.reshape([rows, 1])).reshape([rows]).neg();
+    if smoothing == 0.0 {
+        return nll;
+    }
+    let uniform = log_probs.mean_dim(1).reshape([rows]).neg(); // mean over classes of −log p
+    nll * (1.0 - smoothing) + uniform * smoothing
+}
+
 /// Softmax over the last dimension.
 pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !is_flex(&x.device()) {
@@ -295,6 +319,9 @@ pub trait FastOps: Backend {
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x · W + bias` for `x: [rows, in]`, `bias: [out]`, `W` stored as `layout`.
     fn affine_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self>;
+    /// Per-row cross-entropy of `logits: [rows, classes]` against `labels` (one per row)
+    /// with label smoothing, as `[rows]`; differentiated with respect to the logits.
+    fn cross_entropy_rows(logits: FloatTensor<Self>, labels: Vec<usize>, smoothing: f32) -> FloatTensor<Self>;
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -491,6 +518,10 @@ impl FastOps for Flex {
 
     fn affine_rows(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, layout: WeightLayout) -> FlexTensor {
         linear::forward(&x, &weight, &bias, layout)
+    }
+
+    fn cross_entropy_rows(logits: FlexTensor, labels: Vec<usize>, smoothing: f32) -> FlexTensor {
+        cross_entropy::forward(&logits, &labels, smoothing).0
     }
 }
 
@@ -690,6 +721,23 @@ impl Backward<Flex, 3> for AffineBackward {
     }
 }
 
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl Backward<Flex, 1> for CrossEntropyBackward {
+    /// Logits, labels, each row's log-sum-exp, and the label smoothing.
+    type State = (FlexTensor, Vec<usize>, Vec<f32>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, labels, lse, smoothing) = ops.state;
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, cross_entropy::backward(&x, &labels, &lse, smoothing, &grad));
+        }
+    }
+}
+
 /// An operation whose output carries no gradient (statistics read from an activation).
 #[derive(Debug)]
 struct NoGradient;
@@ -751,6 +799,16 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
                 prep.finish((x.primitive().clone(), weight.primitive().clone(), layout), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout)),
+        }
+    }
+
+    fn cross_entropy_rows(logits: FloatTensor<Self>, labels: Vec<usize>, smoothing: f32) -> FloatTensor<Self> {
+        match CrossEntropyBackward.prepare::<C>([logits.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (loss, lse) = cross_entropy::forward(logits.primitive(), &labels, smoothing);
+                prep.finish((logits.primitive().clone(), labels, lse, smoothing), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(cross_entropy::forward(logits.primitive(), &labels, smoothing).0),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Losses as pure tensor functions: they take predictions and targets, never models.
 
-use burn::tensor::activation::log_softmax;
+use autodidact_models::cpu;
 use burn::tensor::{Int, Tensor};
 
 /// Mean cross-entropy between `logits` and integer `labels`, with optional label smoothing
@@ -15,14 +15,7 @@ use burn::tensor::{Int, Tensor};
 /// - `labels`: `[rows]`, values in `0..classes`
 /// - output: `[1]`
 pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, label_smoothing: f64) -> Tensor<1> {
-    let [rows, _] = logits.dims();
-    let log_probs = log_softmax(logits, 1); // (N, V)
-    let nll = log_probs.clone().gather(1, labels.reshape([rows, 1])).mean().neg();
-    if label_smoothing == 0.0 {
-        return nll;
-    }
-    let uniform = log_probs.mean().neg(); // mean over rows and classes of -log p
-    nll * (1.0 - label_smoothing) + uniform * label_smoothing
+    cpu::cross_entropy(logits, labels, label_smoothing).mean()
 }
 
 /// 1 for each row whose arg-max equals its label, 0 otherwise.

@@ -151,6 +151,44 @@ fn fused_gelu_and_softmax_match_burn_with_their_gradients() {
     assert_same_function("softmax", [3, 5, 37], 4.0, cpu::softmax, |x| burn::tensor::activation::softmax(x, 2));
 }
 
+/// Cross-entropy with and without label smoothing, per row and differentiated, against
+/// burn's `log_softmax` and `gather`; rows of 37 and of 8192 classes (an MLM vocabulary); a
+/// label out of range gives that row a NaN loss instead of a panic.
+#[test]
+fn fused_cross_entropy_matches_burn_with_its_gradient() {
+    use burn::tensor::activation::log_softmax;
+    use burn::tensor::{Int, TensorData};
+    let _rng = rng_lock();
+    let device = flex();
+    device.seed(17);
+    for (rows, classes) in [(7, 37), (3, 8192)] {
+        let x = Tensor::<2>::random([rows, classes], Distribution::Normal(0.0, 4.0), &device);
+        let r = Tensor::<1>::random([rows], Distribution::Normal(0.0, 1.0), &device);
+        let picks: Vec<i64> = (0..rows as i64).map(|i| (i * 5 + 3) % classes as i64).collect();
+        let labels = || Tensor::<1, Int>::from_data(TensorData::new(picks.clone(), [rows]), &device);
+        for smoothing in [0.0, 0.1] {
+            let burns = |x: Tensor<2>| {
+                let log_probs = log_softmax(x, 1);
+                let nll = log_probs.clone().gather(1, labels().reshape([rows, 1])).reshape([rows]).neg();
+                nll * (1.0 - smoothing) - log_probs.mean_dim(1).reshape([rows]) * smoothing
+            };
+            let run = |f: &dyn Fn(Tensor<2>) -> Tensor<1>| {
+                let x = x.clone().require_grad();
+                let y = f(x.clone());
+                let grads = (y.clone() * r.clone()).sum().backward();
+                (values(y), values(x.grad(&grads).expect("logits grad")))
+            };
+            let (ours, burn) = (run(&|x| cpu::cross_entropy(x, labels(), smoothing)), run(&burns));
+            let what = format!("cross-entropy {rows}x{classes}, smoothing {smoothing}");
+            assert_close(&format!("{what} loss"), &ours.0, &burn.0);
+            assert_close(&format!("{what} logits gradient"), &ours.1, &burn.1);
+        }
+    }
+    let x = Tensor::<2>::random([2, 5], Distribution::Normal(0.0, 1.0), &device);
+    let loss = values(cpu::cross_entropy(x, Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 5], [2]), &device), 0.0));
+    assert!(loss[0].is_finite() && loss[1].is_nan(), "{loss:?}");
+}
+
 #[test]
 fn fused_layer_norm_matches_burn_with_all_gradients() {
     let _rng = rng_lock();
