@@ -7,8 +7,9 @@
 //!   copies. Here all three run image by image on columns that stay in cache, one GEMM per
 //!   image, images in parallel (`cpu/conv.rs`).
 //! - [`dropout`]: burn draws a Bernoulli mask element by element from one locked ChaCha
-//!   generator; here the mask comes from per-chunk xoshiro generators on all cores, seeded from
-//!   the device's generator (so runs stay reproducible under `device.seed`).
+//!   generator and keeps it for the backward pass; here each element's draw is a counter-based
+//!   hash of a seed from the device's generator (so runs stay reproducible under
+//!   `device.seed`), computed in parallel, vectorized, and again in the backward pass.
 //!
 //! - [`gelu`], [`softmax`], [`layer_norm`]: one parallel pass forward and one backward, where
 //!   burn records softmax and LayerNorm as chains of small single-threaded operations and
@@ -35,8 +36,6 @@ use burn::nn::{BatchNorm, Dropout, LayerNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -51,9 +50,6 @@ pub use linear::WeightLayout;
 pub fn is_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
-
-/// Elements per independently seeded generator in [`dropout`]'s mask.
-const DROPOUT_CHUNK: usize = 1 << 14;
 
 /// Convolution of `conv` on `x`, as [`Conv2d::forward`], with the forward and both gradients
 /// computed image by image on flex.
@@ -131,30 +127,68 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
     }
 }
 
-/// `layer` applied to `x`, as [`Dropout::forward`] (identity outside training), with the mask
-/// drawn in parallel on flex.
+/// `layer` applied to `x`, as [`Dropout::forward`] (identity outside training); on flex one
+/// operation whose mask is a function of a seed and the element's index ([`kept`]), so it is
+/// drawn in parallel, vectorized, and drawn again in the backward pass instead of stored.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 || !is_flex(&device) {
         return layer.forward(x);
     }
-    let keep = 1.0 - layer.prob;
-    let scale = (1.0 / keep) as f32;
     // Two uniform draws from the device generator seed this mask (as burn's dropout draws
     // its mask from that generator), so `device.seed` still fixes every mask.
     let draws = Tensor::<1>::random([2], Distribution::Default, &device).into_data().try_to_vec::<f32>().unwrap_or_default();
     let seed = draws.iter().fold(0u64, |s, d| (s << 32) ^ u64::from(d.to_bits()));
-    let shape = x.shape();
-    let mut mask = vec![0.0f32; shape.num_elements()];
-    mask.par_chunks_mut(DROPOUT_CHUNK).enumerate().for_each(|(i, chunk)| {
-        let mut rng = SmallRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        for m in chunk {
-            if rng.random::<f64>() < keep {
-                *m = scale;
-            }
-        }
-    });
-    x * Tensor::from_data(TensorData::new(mask, shape), &device)
+    Tensor::from_dispatch(<Dispatch as FastOps>::dropout_seeded(x.into_dispatch(), DropoutMask::new(seed, 1.0 - layer.prob)))
+}
+
+/// A dropout mask as a seed and a keep probability.
+#[derive(Clone, Copy, Debug)]
+pub struct DropoutMask {
+    seed: u64,
+    /// An element is kept when the top 32 bits of its draw are below this (`keep · 2³²`).
+    threshold: u64,
+    /// `1 / keep`, the scale of kept elements.
+    scale: f32,
+}
+
+impl DropoutMask {
+    fn new(seed: u64, keep: f64) -> Self {
+        let keep = keep.clamp(0.0, 1.0);
+        Self { seed, threshold: (keep * 4_294_967_296.0).round() as u64, scale: if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 } }
+    }
+
+    /// `x` with the mask applied: element `i` (in row-major order) times `scale` where
+    /// [`kept`], else 0.
+    fn apply(self, x: &FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let xs = slice_of(&x);
+        let mut out = vec![0.0f32; xs.len()];
+        out.par_chunks_mut(ELEMENTS_PER_TASK).zip(xs.par_chunks(ELEMENTS_PER_TASK)).enumerate().for_each(|(c, (o, x))| {
+            let first = (c * ELEMENTS_PER_TASK) as u64;
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, &v), i) in o.iter_mut().zip(x).zip(first..) {
+                        *o = if kept(self.seed, i, self.threshold) { v * self.scale } else { 0.0 };
+                    }
+                },
+            )
+        });
+        tensor_like(out, &x)
+    }
+}
+
+/// Whether element `i` is kept: SplitMix64 (Steele, Lea and Flood 2014) at counter `i` from
+/// `seed`, its top 32 bits compared with `threshold`. A counter-based draw: any element's
+/// draw is computed directly, without a generator's state in between.
+#[inline(always)]
+fn kept(seed: u64, i: u64, threshold: u64) -> bool {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 32) < threshold
 }
 
 /// Rows per parallel task of the row-wise kernels.
@@ -322,6 +356,8 @@ pub trait FastOps: Backend {
     /// Per-row cross-entropy of `logits: [rows, classes]` against `labels` (one per row)
     /// with label smoothing, as `[rows]`; differentiated with respect to the logits.
     fn cross_entropy_rows(logits: FloatTensor<Self>, labels: Vec<usize>, smoothing: f32) -> FloatTensor<Self>;
+    /// `x` with `mask` applied; its gradient is the incoming gradient with the same mask.
+    fn dropout_seeded(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self>;
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -523,6 +559,10 @@ impl FastOps for Flex {
     fn cross_entropy_rows(logits: FlexTensor, labels: Vec<usize>, smoothing: f32) -> FlexTensor {
         cross_entropy::forward(&logits, &labels, smoothing).0
     }
+
+    fn dropout_seeded(x: FlexTensor, mask: DropoutMask) -> FlexTensor {
+        mask.apply(&x)
+    }
 }
 
 #[derive(Debug)]
@@ -722,6 +762,21 @@ impl Backward<Flex, 3> for AffineBackward {
 }
 
 #[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    type State = DropoutMask;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, ops.state.apply(&grad));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct CrossEntropyBackward;
 
 impl Backward<Flex, 1> for CrossEntropyBackward {
@@ -809,6 +864,13 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
                 prep.finish((logits.primitive().clone(), labels, lse, smoothing), loss)
             }
             OpsKind::UnTracked(prep) => prep.finish(cross_entropy::forward(logits.primitive(), &labels, smoothing).0),
+        }
+    }
+
+    fn dropout_seeded(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        match DropoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(mask, mask.apply(x.primitive())),
+            OpsKind::UnTracked(prep) => prep.finish(mask.apply(x.primitive())),
         }
     }
 
