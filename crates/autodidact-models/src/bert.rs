@@ -18,7 +18,7 @@ use burn::nn::{
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::{WeightLayout, affine, dropout, gelu, layer_norm, linear, softmax};
+use crate::cpu::{WeightLayout, affine, attention_context, attention_scores, dropout, gelu, layer_norm, linear, softmax};
 use crate::error::ModelError;
 
 /// BERT hyper-parameters; field names and meaning follow HF's `BertConfig`.
@@ -221,12 +221,8 @@ impl BertModel {
     /// # Shapes
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
-        // Additive mask: 0 for real tokens, a large negative number for padding. (B, 1, 1, T)
-        let mask_bias = input.attention_mask.map(|m| {
-            let [b, t] = m.dims();
-            let zeros = Tensor::<2>::zeros([b, t], &m.device());
-            zeros.mask_fill(m.bool_not(), -1.0e9).reshape([b, 1, 1, t])
-        });
+        // Additive mask: 0 for real tokens, a large negative number for padding. (B, T)
+        let mask_bias = input.attention_mask.map(|m| Tensor::<2>::zeros(m.dims(), &m.device()).mask_fill(m.bool_not(), -1.0e9));
         let eps = self.layer_norm_eps;
         let mut x = self.embeddings.forward(input.input_ids, input.token_type_ids, eps);
         for layer in &self.encoder.layer {
@@ -292,7 +288,7 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<4>>, eps: f64) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<2>>, eps: f64) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
         let x = layer_norm(&self.attention.output.layer_norm, eps, dropout(&self.attention.output.dropout, linear(&self.attention.output.dense, attn)) + x);
         let h = gelu(linear(&self.intermediate.dense, x.clone()));
@@ -325,21 +321,12 @@ pub struct BertSelfAttention {
 
 impl BertSelfAttention {
     /// # Shapes
-    /// - `x`: `[batch, seq, hidden]`, `mask_bias`: `[batch, 1, 1, seq]`
+    /// - `x`: `[batch, seq, hidden]`, `mask_bias`: `[batch, seq]`
     /// - output: `[batch, seq, hidden]` (heads concatenated, before the output projection)
-    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<4>>) -> Tensor<3> {
-        let [b, t, h] = x.dims();
-        let (nh, hd) = (self.num_heads, h / self.num_heads);
-        let heads = |y: Tensor<3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2); // (B, nh, T, hd)
-        let q = heads(linear(&self.query, x.clone()));
-        let k = heads(linear(&self.key, x.clone()));
-        let v = heads(linear(&self.value, x));
-        let mut scores = q.matmul(k.transpose()) * (1.0 / (hd as f64).sqrt()); // (B, nh, T, T)
-        if let Some(bias) = mask_bias {
-            scores = scores + bias;
-        }
-        let probs = dropout(&self.dropout, softmax(scores));
-        probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]) // (B, T, H)
+    fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<2>>) -> Tensor<3> {
+        let (q, k, v) = (linear(&self.query, x.clone()), linear(&self.key, x.clone()), linear(&self.value, x));
+        let scores = attention_scores(q, k, self.num_heads, mask_bias); // (B, nh, T, T)
+        attention_context(dropout(&self.dropout, softmax(scores)), v) // (B, T, H)
     }
 }
 

@@ -24,6 +24,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
@@ -39,6 +40,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+mod attention;
 mod conv;
 mod cross_entropy;
 mod gemm;
@@ -358,6 +360,12 @@ pub trait FastOps: Backend {
     fn cross_entropy_rows(logits: FloatTensor<Self>, labels: Vec<usize>, smoothing: f32) -> FloatTensor<Self>;
     /// `x` with `mask` applied; its gradient is the incoming gradient with the same mask.
     fn dropout_seeded(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self>;
+    /// `scale · Q·Kᵀ` per head (+ `key_bias`, `[batch · seq]`, on every query row): `q`, `k`
+    /// `[batch, seq, hidden]`, output `[batch, heads, seq, seq]`; differentiated for `q`, `k`.
+    fn attention_scores(q: FloatTensor<Self>, k: FloatTensor<Self>, heads: usize, scale: f32, key_bias: Option<Vec<f32>>) -> FloatTensor<Self>;
+    /// `P·V` per head, heads side by side: `p` `[batch, heads, seq, seq]`, `v` `[batch, seq,
+    /// hidden]`, output `[batch, seq, hidden]`.
+    fn attention_context(p: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -563,6 +571,14 @@ impl FastOps for Flex {
     fn dropout_seeded(x: FlexTensor, mask: DropoutMask) -> FlexTensor {
         mask.apply(&x)
     }
+
+    fn attention_scores(q: FlexTensor, k: FlexTensor, heads: usize, scale: f32, key_bias: Option<Vec<f32>>) -> FlexTensor {
+        attention::scores(&q, &k, heads, scale, key_bias.as_deref())
+    }
+
+    fn attention_context(p: FlexTensor, v: FlexTensor, heads: usize) -> FlexTensor {
+        attention::context(&p, &v, heads)
+    }
 }
 
 #[derive(Debug)]
@@ -753,11 +769,46 @@ impl Backward<Flex, 3> for AffineBackward {
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, weight, layout) = ops.state;
         let wanted = ops.parents.each_ref().map(Option::is_some);
-        for (node, grad) in ops.parents.into_iter().zip(linear::backward(&x, &weight, &grad, layout, wanted)) {
-            if let (Some(node), Some(grad)) = (node, grad) {
-                grads.register::<Flex>(node.id, grad);
-            }
+        register_all(grads, ops.parents.map(|p| p.map(|n| n.id)), linear::backward(&x, &weight, &grad, layout, wanted));
+    }
+}
+
+/// Registers each computed gradient with its parent (`None` for a parent not tracked).
+fn register_all<const N: usize>(grads: &mut Gradients, parents: [Option<NodeId>; N], values: [Option<FlexTensor>; N]) {
+    for (node, grad) in parents.into_iter().zip(values) {
+        if let (Some(node), Some(grad)) = (node, grad) {
+            grads.register::<Flex>(node, grad);
         }
+    }
+}
+
+#[derive(Debug)]
+struct ScoresBackward;
+
+impl Backward<Flex, 2> for ScoresBackward {
+    /// `q`, `k`, heads and scale.
+    type State = (FlexTensor, FlexTensor, usize, f32);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (q, k, heads, scale) = ops.state;
+        let wanted = ops.parents.each_ref().map(Option::is_some);
+        register_all(grads, ops.parents.map(|p| p.map(|n| n.id)), attention::scores_backward(&q, &k, &grad, heads, scale, wanted));
+    }
+}
+
+#[derive(Debug)]
+struct ContextBackward;
+
+impl Backward<Flex, 2> for ContextBackward {
+    /// `p`, `v` and heads.
+    type State = (FlexTensor, FlexTensor, usize);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (p, v, heads) = ops.state;
+        let wanted = ops.parents.each_ref().map(Option::is_some);
+        register_all(grads, ops.parents.map(|p| p.map(|n| n.id)), attention::context_backward(&p, &v, &grad, heads, wanted));
     }
 }
 
@@ -867,6 +918,26 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
+    fn attention_scores(q: FloatTensor<Self>, k: FloatTensor<Self>, heads: usize, scale: f32, key_bias: Option<Vec<f32>>) -> FloatTensor<Self> {
+        match ScoresBackward.prepare::<C>([q.node(), k.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = attention::scores(q.primitive(), k.primitive(), heads, scale, key_bias.as_deref());
+                prep.finish((q.primitive().clone(), k.primitive().clone(), heads, scale), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(attention::scores(q.primitive(), k.primitive(), heads, scale, key_bias.as_deref())),
+        }
+    }
+
+    fn attention_context(p: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        match ContextBackward.prepare::<C>([p.node(), v.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = attention::context(p.primitive(), v.primitive(), heads);
+                prep.finish((p.primitive().clone(), v.primitive().clone(), heads), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(attention::context(p.primitive(), v.primitive(), heads)),
+        }
+    }
+
     fn dropout_seeded(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
         match DropoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(mask, mask.apply(x.primitive())),
@@ -949,12 +1020,49 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     if mha.quiet_softmax {
         return mha.forward(MhaInput::self_attn(x)).context;
     }
-    let [b, t, d] = x.dims();
-    let heads = |y: Tensor<3>| y.reshape([b, t, mha.n_heads, mha.d_k]).swap_dims(1, 2);
-    let (q, k, v) = (heads(linear(&mha.query, x.clone())), heads(linear(&mha.key, x.clone())), heads(linear(&mha.value, x)));
-    let scores = q.matmul(k.transpose()).div_scalar((mha.d_k as f32).sqrt());
-    let probs = dropout(&mha.dropout, softmax(scores));
-    linear(&mha.output, probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]))
+    let (q, k, v) = (linear(&mha.query, x.clone()), linear(&mha.key, x.clone()), linear(&mha.value, x));
+    let probs = dropout(&mha.dropout, softmax(attention_scores(q, k, mha.n_heads, None)));
+    linear(&mha.output, attention_context(probs, v))
+}
+
+/// Scaled dot-product attention scores per head (Vaswani et al. 2017, §3.2.1),
+/// `Q_h·K_hᵀ / √d` plus `key_bias[b, j]` (an additive mask) on every query row of batch item
+/// `b`; head `h` is the column block `h·d .. (h+1)·d` of `q` and `k`, `d = hidden / heads`.
+/// On flex one operation forward and backward on that layout, without splitting the heads
+/// out first (`cpu/attention.rs`).
+///
+/// # Shapes
+/// - `q`, `k`: `[batch, seq, hidden]`, `key_bias`: `[batch, seq]`
+/// - output: `[batch, heads, seq, seq]`
+pub fn attention_scores(q: Tensor<3>, k: Tensor<3>, heads: usize, key_bias: Option<Tensor<2>>) -> Tensor<4> {
+    let [b, t, h] = q.dims();
+    let dim = h / heads.max(1);
+    let scale = 1.0 / (dim.max(1) as f64).sqrt();
+    if is_flex(&q.device()) && dim * heads == h {
+        let key_bias = key_bias.map(|bias| bias.into_data().iter::<f32>().collect());
+        return Tensor::from_dispatch(<Dispatch as FastOps>::attention_scores(q.into_dispatch(), k.into_dispatch(), heads, scale as f32, key_bias));
+    }
+    let split = |y: Tensor<3>| y.reshape([b, t, heads, dim]).swap_dims(1, 2); // (B, heads, T, d)
+    let scores = split(q).matmul(split(k).transpose()) * scale;
+    match key_bias {
+        Some(bias) => scores + bias.reshape([b, 1, 1, t]),
+        None => scores,
+    }
+}
+
+/// Attention's weighted sum of values per head, heads concatenated: `P_h·V_h` into the
+/// column block of head `h` (the layout of [`attention_scores`]).
+///
+/// # Shapes
+/// - `probs`: `[batch, heads, seq, seq]`, `v`: `[batch, seq, hidden]`, output: `[batch, seq, hidden]`
+pub fn attention_context(probs: Tensor<4>, v: Tensor<3>) -> Tensor<3> {
+    let [b, heads, t, _] = probs.dims();
+    let h = v.dims()[2];
+    let dim = h / heads.max(1);
+    if is_flex(&v.device()) && dim * heads == h {
+        return Tensor::from_dispatch(<Dispatch as FastOps>::attention_context(probs.into_dispatch(), v.into_dispatch(), heads));
+    }
+    probs.matmul(v.reshape([b, t, heads, dim]).swap_dims(1, 2)).swap_dims(1, 2).reshape([b, t, h])
 }
 
 fn feed_forward(ff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {

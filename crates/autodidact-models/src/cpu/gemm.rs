@@ -44,23 +44,31 @@ const PARALLEL_MIN_MACS: usize = 192 * 192 * 192;
 
 /// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major `m × n`, `a` `m × k`,
 /// `b` `k × n`.
-pub(super) fn gemm(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, accumulate: bool, threads: Threads) {
-    assert!(dst.len() >= m * n && a.holds(m, k) && b.holds(k, n), "gemm operands out of bounds");
+pub(super) fn gemm(dst: &mut [f32], dims: (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, accumulate: bool, threads: Threads) {
+    gemm_scaled(dst, dims.1, dims, a, b, 1.0, accumulate, threads);
+}
+
+/// `dst = scale · a · b` (or `dst += scale · a · b` with `accumulate`), `dst` holding `m`
+/// rows of `n` elements `dst_stride` apart, `a` `m × k`, `b` `k × n`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_scaled(dst: &mut [f32], dst_stride: usize, (m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, scale: f32, accumulate: bool, threads: Threads) {
+    let dst_holds = m == 0 || n == 0 || (dst_stride >= n && (m - 1) * dst_stride + n <= dst.len());
+    assert!(dst_holds && a.holds(m, k) && b.holds(k, n), "gemm operands out of bounds");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst.chunks_mut(dst_stride).take(m).for_each(|row| row[..n].fill(0.0));
         }
         return;
     }
     #[allow(unsafe_code)]
     // SAFETY: the assertion above keeps every element the kernel reads (`a`, `b`) or writes
-    // (`dst`, `m × n` row-major) inside its slice; `dst` is borrowed mutably, so it does not
-    // alias `a` or `b`.
+    // (`dst`, `m` rows of `n` at `dst_stride`, rows not overlapping) inside its slice; `dst` is
+    // borrowed mutably, so it does not alias `a` or `b`.
     unsafe {
-        kernel(dst.as_mut_ptr(), (m, n, k), a, b, accumulate, threads);
+        kernel(dst.as_mut_ptr(), dst_stride, (m, n, k), a, b, scale, accumulate, threads);
     }
 }
 
@@ -92,18 +100,21 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
     // (asserted), and `out` is a fresh allocation, aliasing neither.
     unsafe {
         if k > 0 {
-            kernel(out.as_mut_ptr(), (m, n, k), a, b, row.is_some(), threads);
+            kernel(out.as_mut_ptr(), n, (m, n, k), a, b, 1.0, row.is_some(), threads);
         }
         out.set_len(len);
     }
     out
 }
 
+/// `dst = scale · a · b`, or `dst += scale · a · b` with `read_dst`.
+///
 /// # Safety
-/// `dst` must be valid for writes (and, with `read_dst`, reads) of `m × n` row-major
-/// elements that alias neither operand; `a` and `b` must hold `m × k` and `k × n`.
-#[allow(unsafe_code)]
-unsafe fn kernel(dst: *mut f32, (m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, read_dst: bool, threads: Threads) {
+/// `dst` must be valid for writes (and, with `read_dst`, reads) of `m` rows of `n` elements
+/// `dst_stride` apart (`dst_stride ≥ n`) that alias neither operand; `a` and `b` must hold
+/// `m × k` and `k × n`.
+#[allow(unsafe_code, clippy::too_many_arguments)]
+unsafe fn kernel(dst: *mut f32, dst_stride: usize, (m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, scale: f32, read_dst: bool, threads: Threads) {
     let parallelism = match threads {
         Threads::All if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS => gemm::Parallelism::Rayon(0),
         _ => gemm::Parallelism::None,
@@ -117,7 +128,7 @@ unsafe fn kernel(dst: *mut f32, (m, n, k): (usize, usize, usize), a: Matrix<'_>,
             k,
             dst,
             1,
-            stride(n),
+            stride(dst_stride),
             read_dst,
             a.data.as_ptr(),
             stride(a.cs),
@@ -126,7 +137,7 @@ unsafe fn kernel(dst: *mut f32, (m, n, k): (usize, usize, usize), a: Matrix<'_>,
             stride(b.cs),
             stride(b.rs),
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
