@@ -28,7 +28,7 @@ fn rows_per_task(cols: usize) -> usize {
 pub(super) fn forward(x: &FlexTensor, labels: &[usize], smoothing: f32) -> (FlexTensor, Vec<f32>) {
     let x = x.to_contiguous();
     let [rows, cols] = x.shape().dims::<2>();
-    let cols = cols;
+    let cols = cols.max(1);
     let xs = slice_of(&x);
     let per_task = rows_per_task(cols);
     let (mut loss, mut lse) = (vec![0.0f32; rows], vec![0.0f32; rows]);
