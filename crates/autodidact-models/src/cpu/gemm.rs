@@ -24,6 +24,11 @@ impl<'a> Matrix<'a> {
         Self { data, rs: 1, cs: cols }
     }
 
+    /// The matrix without its first `rows` rows.
+    fn skip_rows(self, rows: usize) -> Self {
+        Self { data: &self.data[(rows * self.rs).min(self.data.len())..], ..self }
+    }
+
     fn holds(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
     }
@@ -99,13 +104,27 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
     // `len` elements are initialized when the length is set. `a` and `b` are in bounds
     // (asserted), and `out` is a fresh allocation, aliasing neither.
     unsafe {
-        if k > 0 {
+        let tasks = match threads {
+            Threads::All if m * n * k >= PARALLEL_MIN_MACS => (m / MIN_ROWS_PER_TASK).clamp(1, rayon::current_num_threads()),
+            _ => 1,
+        };
+        if k > 0 && tasks > 1 {
+            // Row blocks on separate threads, each a single-threaded product: each block
+            // writes (and with `row` reads) only its own rows.
+            let rows = m.div_ceil(tasks);
+            out.spare_capacity_mut()[..len].par_chunks_mut(rows * n).enumerate().for_each(|(i, block)| {
+                kernel(block.as_mut_ptr().cast(), n, (block.len() / n, n, k), a.skip_rows(i * rows), b, 1.0, row.is_some(), Threads::One);
+            });
+        } else if k > 0 {
             kernel(out.as_mut_ptr(), n, (m, n, k), a, b, 1.0, row.is_some(), threads);
         }
         out.set_len(len);
     }
     out
 }
+
+/// Fewest rows per thread when [`product`] splits a product by rows.
+const MIN_ROWS_PER_TASK: usize = 64;
 
 /// `dst = scale · a · b`, or `dst += scale · a · b` with `read_dst`.
 ///
