@@ -10,12 +10,16 @@
 //!   generator and keeps it for the backward pass; here each element's draw is a counter-based
 //!   hash of a seed from the device's generator (so runs stay reproducible under
 //!   `device.seed`), computed in parallel, vectorized, and again in the backward pass.
+//! - [`gelu`], [`softmax`], [`layer_norm`], [`cross_entropy`]: one parallel pass forward and
+//!   one backward, where burn records softmax, log-softmax and LayerNorm as chains of small
+//!   operations and computes `exp` and GELU's erf with scalar libm calls.
+//! - [`linear`] / [`affine`], [`attention_scores`], [`attention_context`]: matrix products
+//!   written once into fresh memory by the `gemm` crate (`cpu/gemm.rs`), where flex
+//!   zero-fills each product's output and copies it again into an aligned buffer on the
+//!   calling thread; attention reads and writes each head in place in `[batch, seq,
+//!   hidden]` instead of copying the heads out and back.
 //!
-//! - [`gelu`], [`softmax`], [`layer_norm`]: one parallel pass forward and one backward, where
-//!   burn records softmax and LayerNorm as chains of small single-threaded operations and
-//!   computes GELU's erf with a scalar libm call.
-//!
-//! The elementwise and row-wise loops run through [`vectorized`], built for AVX-512, AVX2 or
+//! The elementwise and row-wise loops run through `vectorized`, built for AVX-512, AVX2 or
 //! the x86-64 baseline and chosen at run time; the crate itself is compiled for the baseline.
 //!
 //! On other devices (ndarray, wgpu) all of them fall back to burn's own operations. The results are
@@ -130,7 +134,7 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
 }
 
 /// `layer` applied to `x`, as [`Dropout::forward`] (identity outside training); on flex one
-/// operation whose mask is a function of a seed and the element's index ([`kept`]), so it is
+/// operation whose mask is a function of a seed and the element's index (`kept`), so it is
 /// drawn in parallel, vectorized, and drawn again in the backward pass instead of stored.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
