@@ -370,6 +370,9 @@ pub trait FastOps: Backend {
     /// `P·V` per head, heads side by side: `p` `[batch, heads, seq, seq]`, `v` `[batch, seq,
     /// hidden]`, output `[batch, seq, hidden]`.
     fn attention_context(p: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+    /// `out[b, j] = x[b, index[b·picks + j]]` for `x: [batch, n, dim]`, output `[batch,
+    /// picks, dim]`.
+    fn gather_rows(x: FloatTensor<Self>, index: Vec<usize>, picks: usize) -> FloatTensor<Self>;
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -583,6 +586,46 @@ impl FastOps for Flex {
     fn attention_context(p: FlexTensor, v: FlexTensor, heads: usize) -> FlexTensor {
         attention::context(&p, &v, heads)
     }
+
+    fn gather_rows(x: FlexTensor, index: Vec<usize>, picks: usize) -> FlexTensor {
+        gather_rows_forward(&x, &index, picks)
+    }
+}
+
+/// [`FastOps::gather_rows`] on flex; an index out of range gives a row of NaN.
+fn gather_rows_forward(x: &FlexTensor, index: &[usize], picks: usize) -> FlexTensor {
+    let x = x.to_contiguous();
+    let [batch, n, dim] = x.shape().dims::<3>();
+    let xs = slice_of(&x);
+    let mut out = vec![0.0f32; batch * picks * dim];
+    out.par_chunks_mut((picks * dim).max(1)).zip(index.par_chunks(picks.max(1))).enumerate().for_each(|(b, (out, index))| {
+        let item = &xs[b * n * dim..(b + 1) * n * dim];
+        for (row, &j) in out.chunks_mut(dim.max(1)).zip(index) {
+            match item.get(j * dim..(j + 1) * dim) {
+                Some(source) => row.copy_from_slice(source),
+                None => row.fill(f32::NAN),
+            }
+        }
+    });
+    FlexTensor::from_data(TensorData::new(out, [batch, picks, dim]))
+}
+
+/// The gradient of [`gather_rows_forward`] for an input of `n` rows per batch item: each
+/// output row's gradient added into the row it was read from.
+fn gather_rows_backward(grad: &FlexTensor, index: &[usize], n: usize) -> FlexTensor {
+    let grad = grad.to_contiguous();
+    let [batch, picks, dim] = grad.shape().dims::<3>();
+    let gs = slice_of(&grad);
+    let mut dx = vec![0.0f32; batch * n * dim];
+    dx.par_chunks_mut((n * dim).max(1)).zip(index.par_chunks(picks.max(1))).enumerate().for_each(|(b, (dx, index))| {
+        let item = &gs[b * picks * dim..(b + 1) * picks * dim];
+        for (row, &j) in item.chunks(dim.max(1)).zip(index) {
+            if let Some(target) = dx.get_mut(j * dim..(j + 1) * dim) {
+                target.iter_mut().zip(row).for_each(|(t, g)| *t += g);
+            }
+        }
+    });
+    FlexTensor::from_data(TensorData::new(dx, [batch, n, dim]))
 }
 
 #[derive(Debug)]
@@ -817,6 +860,23 @@ impl Backward<Flex, 2> for ContextBackward {
 }
 
 #[derive(Debug)]
+struct GatherRowsBackward;
+
+impl Backward<Flex, 1> for GatherRowsBackward {
+    /// The row indices and the input's rows per batch item.
+    type State = (Vec<usize>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (index, n) = ops.state;
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, gather_rows_backward(&grad, &index, n));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct DropoutBackward;
 
 impl Backward<Flex, 1> for DropoutBackward {
@@ -942,6 +1002,17 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
+    fn gather_rows(x: FloatTensor<Self>, index: Vec<usize>, picks: usize) -> FloatTensor<Self> {
+        match GatherRowsBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = gather_rows_forward(x.primitive(), &index, picks);
+                let n = x.primitive().shape().dims::<3>()[1];
+                prep.finish((index, n), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(gather_rows_forward(x.primitive(), &index, picks)),
+        }
+    }
+
     fn dropout_seeded(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
         match DropoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(mask, mask.apply(x.primitive())),
@@ -1052,6 +1123,23 @@ pub fn attention_scores(q: Tensor<3>, k: Tensor<3>, heads: usize, key_bias: Opti
         Some(bias) => scores + bias.reshape([b, 1, 1, t]),
         None => scores,
     }
+}
+
+/// Rows of `x` picked per example: `out[b, j] = x[b, index[b, j]]`. On flex one operation
+/// whose backward adds each picked row's gradient into its source row (burn's gather and
+/// `scatter_add` compute a source index per element, with divisions); there an index out of
+/// range gives a row of NaN.
+///
+/// # Shapes
+/// - `x`: `[batch, n, dim]`, `index`: `[batch, k]`, output: `[batch, k, dim]`
+pub fn gather_rows(x: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
+    let [b, k] = index.dims();
+    let [_, _, d] = x.dims();
+    if is_flex(&x.device()) {
+        let index = index.into_data().iter::<i64>().map(|j| usize::try_from(j).unwrap_or(usize::MAX)).collect();
+        return Tensor::from_dispatch(<Dispatch as FastOps>::gather_rows(x.into_dispatch(), index, k));
+    }
+    x.gather(1, index.reshape([b, k, 1]).expand([b, k, d]))
 }
 
 /// Attention's weighted sum of values per head, heads concatenated: `P_h·V_h` into the

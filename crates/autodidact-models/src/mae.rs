@@ -8,7 +8,8 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::vit::{LAYER_NORM_EPS, Vit, VitConfig, blocks, gather_rows, sincos_2d, xavier_linear};
+use crate::cpu::gather_rows;
+use crate::vit::{LAYER_NORM_EPS, Vit, VitConfig, blocks, sincos_2d, xavier_linear};
 
 /// MAE decoder hyper-parameters (the encoder is a [`VitConfig`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 use burn::module::{Module, Param};
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -223,12 +223,3 @@ pub fn patchify(images: Tensor<4>, p: usize) -> Tensor<3> {
     images.reshape([b, c, gh, p, gw, p]).permute([0, 2, 4, 3, 5, 1]).reshape([b, gh * gw, p * p * c])
 }
 
-/// Rows of `x` picked per example: `out[b, j] = x[b, index[b, j]]`.
-///
-/// # Shapes
-/// - `x`: `[batch, n, dim]`, `index`: `[batch, k]`, output: `[batch, k, dim]`
-pub fn gather_rows(x: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
-    let [b, k] = index.dims();
-    let [_, _, d] = x.dims();
-    x.gather(1, index.reshape([b, k, 1]).expand([b, k, d]))
-}

@@ -228,6 +228,37 @@ fn fused_attention_products_match_burn_with_all_gradients() {
     }
 }
 
+/// Picking rows per batch item (MAE's visible patches and unshuffle), with a row picked
+/// twice so that the backward pass must add, against burn's gather; an index out of range
+/// gives a row of NaN instead of a panic.
+#[test]
+fn fused_gather_rows_matches_burn_with_its_gradient() {
+    use burn::tensor::{Int, TensorData};
+    let _rng = rng_lock();
+    let device = flex();
+    device.seed(29);
+    let (batch, n, dim, k) = (3, 7, 5, 4);
+    let x = Tensor::<3>::random([batch, n, dim], Distribution::Normal(0.0, 1.0), &device);
+    let r = Tensor::<3>::random([batch, k, dim], Distribution::Normal(0.0, 1.0), &device);
+    let picks = vec![6i64, 0, 3, 0, 1, 2, 5, 4, 2, 2, 6, 1];
+    let index = |picks: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(picks, [batch, k]), &device);
+    let run = |ours: bool| {
+        let x = x.clone().require_grad();
+        let out = if ours { cpu::gather_rows(x.clone(), index(picks.clone())) } else { x.clone().gather(1, index(picks.clone()).reshape([batch, k, 1]).expand([batch, k, dim])) };
+        let grads = (out.clone() * r.clone()).sum().backward();
+        [values(out), values(x.grad(&grads).expect("x"))]
+    };
+    let (ours, burns) = (run(true), run(false));
+    assert_close("gathered rows", &ours[0], &burns[0]);
+    assert_close("input gradient", &ours[1], &burns[1]);
+
+    let mut bad = picks.clone();
+    bad[5] = n as i64;
+    let out = values(cpu::gather_rows(x, index(bad)));
+    let rows: Vec<&[f32]> = out.chunks(dim).collect();
+    assert!(rows[5].iter().all(|v| v.is_nan()) && rows[4].iter().all(|v| v.is_finite()), "{out:?}");
+}
+
 #[test]
 fn fused_layer_norm_matches_burn_with_all_gradients() {
     let _rng = rng_lock();
