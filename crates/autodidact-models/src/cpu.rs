@@ -28,7 +28,6 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
@@ -277,6 +276,12 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FastOps>::gelu_exact(x.into_dispatch()))
 }
 
+/// The values of an index tensor on the host; a negative value becomes `usize::MAX`, out of
+/// range for the kernels that read it.
+fn host_indices<const D: usize>(index: Tensor<D, Int>) -> Vec<usize> {
+    index.into_data().iter::<i64>().map(|i| usize::try_from(i).unwrap_or(usize::MAX)).collect()
+}
+
 /// Per-row cross-entropy of `logits` against integer `labels`, with label smoothing `ε`
 /// (Szegedy et al. 2016, §7): `−Σⱼ qⱼ·log softmax(logits)ⱼ` with `q = (1 − ε)·one_hot +
 /// ε/classes`. On flex one operation forward and backward (`cpu/cross_entropy.rs`), where a
@@ -287,7 +292,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, smoothing: f64) -> Tensor<1> {
     let [rows, _] = logits.dims();
     if is_flex(&logits.device()) {
-        let labels = labels.into_data().iter::<i64>().map(|l| usize::try_from(l).unwrap_or(usize::MAX)).collect();
+        let labels = host_indices(labels);
         return Tensor::from_dispatch(<Dispatch as FastOps>::cross_entropy_rows(logits.into_dispatch(), labels, smoothing as f32));
     }
     let log_probs = log_softmax(logits, 1); // (N, V)
@@ -813,18 +818,18 @@ impl Backward<Flex, 3> for AffineBackward {
     type State = (FlexTensor, FlexTensor, WeightLayout);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (x, weight, layout) = ops.state;
-        let wanted = ops.parents.each_ref().map(Option::is_some);
-        register_all(grads, ops.parents.map(|p| p.map(|n| n.id)), linear::backward(&x, &weight, &grad, layout, wanted));
+        differentiate(ops, grads, |(x, weight, layout), grad, wanted| linear::backward(&x, &weight, &grad, layout, wanted));
     }
 }
 
-/// Registers each computed gradient with its parent (`None` for a parent not tracked).
-fn register_all<const N: usize>(grads: &mut Gradients, parents: [Option<NodeId>; N], values: [Option<FlexTensor>; N]) {
-    for (node, grad) in parents.into_iter().zip(values) {
-        if let (Some(node), Some(grad)) = (node, grad) {
-            grads.register::<Flex>(node, grad);
+/// A backward pass: takes the output's gradient, hands `compute` the saved state, that
+/// gradient and which parents are tracked, and registers the gradients it returns.
+fn differentiate<S, const N: usize>(ops: Ops<S, N>, grads: &mut Gradients, compute: impl FnOnce(S, FlexTensor, [bool; N]) -> [Option<FlexTensor>; N]) {
+    let grad = grads.consume::<Flex>(&ops.node);
+    let wanted = ops.parents.each_ref().map(Option::is_some);
+    for (node, value) in ops.parents.into_iter().zip(compute(ops.state, grad, wanted)) {
+        if let (Some(node), Some(value)) = (node, value) {
+            grads.register::<Flex>(node.id, value);
         }
     }
 }
@@ -837,10 +842,7 @@ impl Backward<Flex, 2> for ScoresBackward {
     type State = (FlexTensor, FlexTensor, usize, f32);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (q, k, heads, scale) = ops.state;
-        let wanted = ops.parents.each_ref().map(Option::is_some);
-        register_all(grads, ops.parents.map(|p| p.map(|n| n.id)), attention::scores_backward(&q, &k, &grad, heads, scale, wanted));
+        differentiate(ops, grads, |(q, k, heads, scale), grad, wanted| attention::scores_backward(&q, &k, &grad, heads, scale, wanted));
     }
 }
 
@@ -852,10 +854,7 @@ impl Backward<Flex, 2> for ContextBackward {
     type State = (FlexTensor, FlexTensor, usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (p, v, heads) = ops.state;
-        let wanted = ops.parents.each_ref().map(Option::is_some);
-        register_all(grads, ops.parents.map(|p| p.map(|n| n.id)), attention::context_backward(&p, &v, &grad, heads, wanted));
+        differentiate(ops, grads, |(p, v, heads), grad, wanted| attention::context_backward(&p, &v, &grad, heads, wanted));
     }
 }
 
@@ -867,12 +866,7 @@ impl Backward<Flex, 1> for GatherRowsBackward {
     type State = (Vec<usize>, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (index, n) = ops.state;
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, gather_rows_backward(&grad, &index, n));
-        }
+        differentiate(ops, grads, |(index, n), grad, [wanted]| [wanted.then(|| gather_rows_backward(&grad, &index, n))]);
     }
 }
 
@@ -883,11 +877,7 @@ impl Backward<Flex, 1> for DropoutBackward {
     type State = DropoutMask;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, ops.state.apply(&grad));
-        }
+        differentiate(ops, grads, |mask, grad, [wanted]| [wanted.then(|| mask.apply(&grad))]);
     }
 }
 
@@ -899,12 +889,7 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
     type State = (FlexTensor, Vec<usize>, Vec<f32>, f32);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (x, labels, lse, smoothing) = ops.state;
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, cross_entropy::backward(&x, &labels, &lse, smoothing, &grad));
-        }
+        differentiate(ops, grads, |(x, labels, lse, smoothing), grad, [wanted]| [wanted.then(|| cross_entropy::backward(&x, &labels, &lse, smoothing, &grad))]);
     }
 }
 
@@ -1136,7 +1121,7 @@ pub fn gather_rows(x: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
     let [b, k] = index.dims();
     let [_, _, d] = x.dims();
     if is_flex(&x.device()) {
-        let index = index.into_data().iter::<i64>().map(|j| usize::try_from(j).unwrap_or(usize::MAX)).collect();
+        let index = host_indices(index);
         return Tensor::from_dispatch(<Dispatch as FastOps>::gather_rows(x.into_dispatch(), index, k));
     }
     x.gather(1, index.reshape([b, k, 1]).expand([b, k, d]))
