@@ -337,6 +337,12 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
         FlexTensor::from_data(TensorData::new(dx, [g.batch, g.ci, g.h, g.w]))
     });
     let dw = want[1].then(|| {
+        // Both factors are pixel-major, so the GEMM kernel (vectors along the output's
+        // contiguous dimension) must first repack one of them transposed: the one with
+        // fewer rows. With fewer output than input channels × taps (every 3×3 convolution
+        // here) that is dY, and the sum is built as dWᵀ `[kdim, co]`, transposed once at the
+        // end; repacking the columns instead cost more than the product itself.
+        let transposed = g.co < kdim;
         // Fixed groups of images, summed in order: the same bits whatever the thread count.
         let per_group = g.batch.div_ceil(WEIGHT_GRADIENT_GROUPS).max(1);
         let per = g.images_per_product(per_group);
@@ -350,16 +356,22 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
                     let product = first..(first + per).min(images.end);
                     let depth = g.im2col_images(&xs[product.start * image_len..product.end * image_len], &mut cols);
                     let dy = g.joined_outputs(&dys[product.start * g.co * pixels..product.end * g.co * pixels], &mut joined);
-                    gemm(&mut dw, (g.co, kdim, depth), Matrix::rows(dy, depth), Matrix::transposed(&cols[..kdim * depth], depth), true, Threads::One);
+                    let cols = &cols[..kdim * depth];
+                    if transposed {
+                        gemm(&mut dw, (kdim, g.co, depth), Matrix::rows(cols, depth), Matrix::transposed(dy, depth), true, Threads::One);
+                    } else {
+                        gemm(&mut dw, (g.co, kdim, depth), Matrix::rows(dy, depth), Matrix::transposed(cols, depth), true, Threads::One);
+                    }
                 }
                 dw
             })
             .collect();
         let mut parts = parts.into_iter();
-        let mut dw = parts.next().unwrap_or_else(|| vec![0.0f32; g.co * kdim]);
+        let mut sum = parts.next().unwrap_or_else(|| vec![0.0f32; g.co * kdim]);
         for part in parts {
-            dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+            sum.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
         }
+        let dw = if transposed { (0..g.co).flat_map(|o| sum.iter().skip(o).step_by(g.co).copied()).collect() } else { sum };
         FlexTensor::from_data(TensorData::new(dw, [g.co, g.ci, g.kh, g.kw]))
     });
     Some([dx, dw])
