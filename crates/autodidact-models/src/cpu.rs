@@ -481,19 +481,23 @@ fn lanes<const K: usize, const N: usize>(inputs: [&[f32]; K], init: f32, f: impl
     let len = inputs.iter().map(|s| s.len()).min().unwrap_or(0);
     let split = inputs.map(|s| s[..len].as_chunks::<LANES>());
     let mut acc = [[init; LANES]; N];
-    let mut add = |l: usize, values: [f32; N]| {
-        for (lane, v) in acc.iter_mut().zip(values) {
-            lane[l] = op(lane[l], v);
-        }
-    };
+    // Plain indexed loops over the lanes: with the inputs gathered by `array::map`, or the
+    // accumulators updated through a closure that borrows them, the loop stayed scalar for
+    // two or more inputs (accumulators spilled to the stack).
     for c in 0..len / LANES {
-        let block = split.map(|(chunks, _)| &chunks[c]);
+        let block: [&[f32; LANES]; K] = std::array::from_fn(|i| &split[i].0[c]);
         for l in 0..LANES {
-            add(l, f(block.map(|b| b[l])));
+            let values = f(std::array::from_fn(|i| block[i][l]));
+            for n in 0..N {
+                acc[n][l] = op(acc[n][l], values[n]);
+            }
         }
     }
     for l in 0..len % LANES {
-        add(l, f(split.map(|(_, tail)| tail[l])));
+        let values = f(std::array::from_fn(|i| split[i].1[l]));
+        for n in 0..N {
+            acc[n][l] = op(acc[n][l], values[n]);
+        }
     }
     acc
 }
