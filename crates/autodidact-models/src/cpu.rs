@@ -168,8 +168,8 @@ impl DropoutMask {
     fn apply(self, x: &FlexTensor) -> FlexTensor {
         let x = x.to_contiguous();
         let xs = slice_of(&x);
-        let mut out = vec![0.0f32; xs.len()];
-        out.par_chunks_mut(ELEMENTS_PER_TASK).zip(xs.par_chunks(ELEMENTS_PER_TASK)).enumerate().for_each(|(c, (o, x))| {
+        let out = par_new(xs.len(), ELEMENTS_PER_TASK, |c, o| {
+            let x = chunk_of(xs, c, ELEMENTS_PER_TASK, o);
             let first = (c * ELEMENTS_PER_TASK) as u64;
             vectorized(
                 #[inline(always)]
@@ -220,18 +220,52 @@ fn tensor_like(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, like.shape()))
 }
 
+/// A new vector of `len` elements written in parallel: `fill(state, i, chunk)` computes
+/// chunk `i` (elements `i·chunk_len..`, the last chunk shorter), with `state` made by `init`
+/// once per worker. Each task zeroes its own chunk just before `fill` writes (or adds to)
+/// it, while it is in cache, instead of a zero-fill of the whole vector on the calling
+/// thread first (3–5% of the training-step profiles, with the page faults).
+fn par_new_with<T>(len: usize, chunk_len: usize, init: impl Fn() -> T + Sync + Send, fill: impl Fn(&mut T, usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(chunk_len.max(1)).enumerate().for_each_init(init, |state, (i, chunk)| {
+        chunk.fill(std::mem::MaybeUninit::new(0.0));
+        #[allow(unsafe_code)]
+        // SAFETY: every element of `chunk` was initialized on the line above, and
+        // `MaybeUninit<f32>` has the layout of `f32`.
+        let chunk = unsafe { &mut *(std::ptr::from_mut(chunk) as *mut [f32]) };
+        fill(state, i, chunk);
+    });
+    #[allow(unsafe_code)]
+    // SAFETY: `par_chunks_mut` hands out every element of the first `len` (within capacity)
+    // exactly once, and each was zeroed before `fill` ran.
+    unsafe {
+        out.set_len(len);
+    }
+    out
+}
+
+/// [`par_new_with`] without per-worker state.
+fn par_new(len: usize, chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    par_new_with(len, chunk_len, || (), |(), i, chunk| fill(i, chunk))
+}
+
+/// Elements `i·chunk_len..` of `values`, as many as `like` holds: the inputs beside chunk
+/// `i` of [`par_new`].
+fn chunk_of<'a>(values: &'a [f32], i: usize, chunk_len: usize, like: &[f32]) -> &'a [f32] {
+    &values[i * chunk_len..][..like.len()]
+}
+
 /// `out[i] = f(a[i], b[i])` in parallel chunks.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; a.len()];
     // Plain loops over chunks, so that the compiler vectorizes `f`.
-    out.par_chunks_mut(ELEMENTS_PER_TASK).zip(a.par_chunks(ELEMENTS_PER_TASK)).zip(b.par_chunks(ELEMENTS_PER_TASK)).for_each(|((o, a), b)| {
+    par_new(a.len().min(b.len()), ELEMENTS_PER_TASK, |i, o| {
+        let (a, b) = (chunk_of(a, i, ELEMENTS_PER_TASK, o), chunk_of(b, i, ELEMENTS_PER_TASK, o));
         vectorized(#[inline(always)] || {
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                 *o = f(a, b);
             }
         })
-    });
-    out
+    })
 }
 
 /// `eˣ` to about 2 ulp, branch-free so that loops over it vectorize (libm's `expf` is a call
@@ -395,8 +429,8 @@ fn softmax_forward(x: &FlexTensor) -> FlexTensor {
     let shape = x.shape();
     let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
     let xs = slice_of(&x);
-    let mut out = vec![0.0f32; xs.len()];
-    out.par_chunks_mut(cols * ROWS_PER_TASK).zip(xs.par_chunks(cols * ROWS_PER_TASK)).for_each(|(o, x)| {
+    let out = par_new(xs.len(), cols * ROWS_PER_TASK, |i, o| {
+        let x = chunk_of(xs, i, cols * ROWS_PER_TASK, o);
         vectorized(#[inline(always)] || {
             for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
                 let max = row_max(x);
@@ -534,9 +568,8 @@ fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, mom
     let (mean, var) = slice_of(&moments).split_at(channels);
     let mean = mean.to_vec();
     let rstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + epsilon as f32).sqrt()).collect();
-    let mut out = vec![0.0f32; xs.len()];
-    out.par_chunks_mut(inner).zip(xs.par_chunks(inner)).enumerate().for_each(|(i, (o, x))| {
-        let c = i % channels;
+    let out = par_new(xs.len(), inner, |i, o| {
+        let (x, c) = (chunk_of(xs, i, inner, o), i % channels);
         let (scale, shift) = (rstd[c] * g[c], b[c] - mean[c] * rstd[c] * g[c]);
         vectorized(#[inline(always)] || {
             for (o, &v) in o.iter_mut().zip(x) {
@@ -606,9 +639,8 @@ fn gather_rows_forward(x: &FlexTensor, index: &[usize], picks: usize) -> FlexTen
     let x = x.to_contiguous();
     let [batch, n, dim] = x.shape().dims::<3>();
     let xs = slice_of(&x);
-    let mut out = vec![0.0f32; batch * picks * dim];
-    out.par_chunks_mut((picks * dim).max(1)).zip(index.par_chunks(picks.max(1))).enumerate().for_each(|(b, (out, index))| {
-        let item = &xs[b * n * dim..(b + 1) * n * dim];
+    let out = par_new(batch * picks * dim, picks * dim, |b, out| {
+        let (item, index) = (&xs[b * n * dim..(b + 1) * n * dim], &index[b * picks..(b + 1) * picks]);
         for (row, &j) in out.chunks_mut(dim.max(1)).zip(index) {
             match item.get(j * dim..(j + 1) * dim) {
                 Some(source) => row.copy_from_slice(source),
@@ -625,9 +657,8 @@ fn gather_rows_backward(grad: &FlexTensor, index: &[usize], n: usize) -> FlexTen
     let grad = grad.to_contiguous();
     let [batch, picks, dim] = grad.shape().dims::<3>();
     let gs = slice_of(&grad);
-    let mut dx = vec![0.0f32; batch * n * dim];
-    dx.par_chunks_mut((n * dim).max(1)).zip(index.par_chunks(picks.max(1))).enumerate().for_each(|(b, (dx, index))| {
-        let item = &gs[b * picks * dim..(b + 1) * picks * dim];
+    let dx = par_new(batch * n * dim, n * dim, |b, dx| {
+        let (item, index) = (&gs[b * picks * dim..(b + 1) * picks * dim], &index[b * picks..(b + 1) * picks]);
         for (row, &j) in item.chunks(dim.max(1)).zip(index) {
             if let Some(target) = dx.get_mut(j * dim..(j + 1) * dim) {
                 target.iter_mut().zip(row).for_each(|(t, g)| *t += g);
@@ -673,9 +704,9 @@ impl Backward<Flex, 1> for SoftmaxBackward {
         let shape = y.shape();
         let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
         let (ys, gs) = (slice_of(&y), slice_of(&grad));
-        let mut dx = vec![0.0f32; ys.len()];
         // dx = y ⊙ (dy − Σ dy ⊙ y), per row
-        dx.par_chunks_mut(cols * ROWS_PER_TASK).zip(ys.par_chunks(cols * ROWS_PER_TASK)).zip(gs.par_chunks(cols * ROWS_PER_TASK)).for_each(|((d, y), g)| {
+        let dx = par_new(ys.len(), cols * ROWS_PER_TASK, |i, d| {
+            let (y, g) = (chunk_of(ys, i, cols * ROWS_PER_TASK, d), chunk_of(gs, i, cols * ROWS_PER_TASK, d));
             vectorized(#[inline(always)] || {
                 for ((d, y), g) in d.chunks_mut(cols).zip(y.chunks(cols)).zip(g.chunks(cols)) {
                     let [dot] = row_sums([y, g], |[y, g]| [y * g]);
@@ -759,8 +790,10 @@ fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32
         );
     let dx = want_dx.then(|| {
         // dx = (1/σ) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
-        let mut dx = vec![0.0f32; xs.len()];
-        dx.par_chunks_mut(chunk).zip(xs.par_chunks(chunk)).zip(gs.par_chunks(chunk)).zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK))).for_each(|(((dx, x), dy), (mean, rstd))| {
+        par_new(xs.len(), chunk, |i, dx| {
+            let (x, dy) = (chunk_of(xs, i, chunk, dx), chunk_of(gs, i, chunk, dx));
+            let rows = i * ROWS_PER_TASK..i * ROWS_PER_TASK + dx.len() / cols;
+            let (mean, rstd) = (&mean[rows.clone()], &rstd[rows]);
             vectorized(#[inline(always)] || {
                 for ((((dx, x), dy), &m), &r) in dx.chunks_mut(cols).zip(x.chunks(cols)).zip(dy.chunks(cols)).zip(mean).zip(rstd) {
                     let [sum_g, sum_gx] = row_sums([x, dy, g], |[v, d, w]| [d * w, d * w * (v - m) * r]);
@@ -770,8 +803,7 @@ fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32
                     }
                 }
             })
-        });
-        dx
+        })
     });
     (dx, dgamma, dbeta)
 }
@@ -798,9 +830,8 @@ fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f3
     let dx = want_dx.then(|| {
         // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy ⊙ x̂)), means over the channel's elements
         let count = (xs.len() / channels).max(1) as f32;
-        let mut dx = vec![0.0f32; xs.len()];
-        dx.par_chunks_mut(inner).zip(xs.par_chunks(inner)).zip(dys.par_chunks(inner)).enumerate().for_each(|(i, ((dx, x), dy))| {
-            let c = i % channels;
+        par_new(xs.len(), inner, |i, dx| {
+            let (x, dy, c) = (chunk_of(xs, i, inner, dx), chunk_of(dys, i, inner, dx), i % channels);
             let (m, r, k) = (mean[c], rstd[c], g[c] * rstd[c]);
             let (mean_dy, mean_dyx) = (dbeta[c] / count, dgamma[c] / count);
             vectorized(#[inline(always)] || {
@@ -808,8 +839,7 @@ fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f3
                     *dx = k * (d - mean_dy - (v - m) * r * mean_dyx);
                 }
             })
-        });
-        dx
+        })
     });
     (dx, dgamma, dbeta)
 }

@@ -14,10 +14,9 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
-use rayon::prelude::*;
 
 use super::gemm::{Matrix, Threads, gemm_scaled};
-use super::slice_of;
+use super::{par_new, slice_of};
 
 /// Batch, sequence length, hidden size, heads and head size of a `[batch, seq, hidden]`
 /// tensor split into `heads`.
@@ -58,16 +57,14 @@ impl Heads {
     /// For each batch item in parallel, `write(b, item)` into that item's `seq × hidden` block
     /// of a new `[batch, seq, hidden]` tensor.
     fn per_item(&self, write: impl Fn(usize, &mut [f32]) + Sync) -> FlexTensor {
-        let mut out = vec![0.0f32; self.batch * self.item_len()];
-        out.par_chunks_mut(self.item_len().max(1)).enumerate().for_each(|(b, item)| write(b, item));
+        let out = par_new(self.batch * self.item_len(), self.item_len(), write);
         FlexTensor::from_data(TensorData::new(out, [self.batch, self.seq, self.hidden]))
     }
 
     /// For each (batch item, head) in parallel, `write(b, h, block)` into its `seq × seq`
     /// block of a new `[batch, heads, seq, seq]` tensor.
     fn per_head(&self, write: impl Fn(usize, usize, &mut [f32]) + Sync) -> FlexTensor {
-        let mut out = vec![0.0f32; self.batch * self.heads * self.scores_len()];
-        out.par_chunks_mut(self.scores_len().max(1)).enumerate().for_each(|(i, block)| write(i / self.heads, i % self.heads, block));
+        let out = par_new(self.batch * self.heads * self.scores_len(), self.scores_len(), |i, block| write(i / self.heads, i % self.heads, block));
         FlexTensor::from_data(TensorData::new(out, [self.batch, self.heads, self.seq, self.seq]))
     }
 }

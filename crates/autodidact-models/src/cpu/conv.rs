@@ -26,7 +26,7 @@ use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::gemm::{Matrix, Threads, gemm};
-use super::slice_of;
+use super::{par_new_with, slice_of};
 
 /// Images are split into this many groups for the weight gradient, each summed on one thread.
 const WEIGHT_GRADIENT_GROUPS: usize = 16;
@@ -292,11 +292,13 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions
     let (g, x, weight) = prepare(x, weight, options)?;
     let (xs, ws) = (slice_of(&x), slice_of(&weight));
     let (kdim, pixels) = (g.kdim(), g.pixels());
-    let mut y = vec![0.0f32; g.batch * g.co * pixels];
     let per = g.images_per_product(g.batch / MIN_PRODUCTS_PER_BATCH);
-    y.par_chunks_mut(per * g.co * pixels).zip(xs.par_chunks(per * g.image_len())).for_each_init(
+    let y = par_new_with(
+        g.batch * g.co * pixels,
+        per * g.co * pixels,
         || g.product_buffers(per),
-        |(cols, joined), (y, images)| {
+        |(cols, joined), i, y| {
+            let images = &xs[i * per * g.image_len()..][..y.len() / (g.co * pixels) * g.image_len()];
             let depth = g.im2col_images(images, cols);
             let (w, cols) = (Matrix::rows(ws, kdim), Matrix::rows(&cols[..kdim * depth], depth));
             if depth == pixels {
@@ -321,12 +323,14 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, opt
     let (xs, ws, dys) = (slice_of(&x), slice_of(&weight), slice_of(&dy));
     let (kdim, pixels, image_len) = (g.kdim(), g.pixels(), g.image_len());
     let dx = want[0].then(|| {
-        let mut dx = vec![0.0f32; g.batch * image_len];
         let per = g.images_per_product(g.batch / MIN_PRODUCTS_PER_BATCH);
-        dx.par_chunks_mut(per * image_len).zip(dys.par_chunks(per * g.co * pixels)).for_each_init(
+        let dx = par_new_with(
+            g.batch * image_len,
+            per * image_len,
             || g.product_buffers(per),
-            |(cols, joined), (dx, dy)| {
+            |(cols, joined), i, dx| {
                 let depth = dx.len() / image_len * pixels;
+                let dy = &dys[i * per * g.co * pixels..][..g.co * depth];
                 let dy = g.joined_outputs(dy, joined);
                 gemm(cols, (kdim, depth, g.co), Matrix::transposed(ws, kdim), Matrix::rows(dy, depth), false, Threads::One);
                 for (j, dx) in dx.chunks_exact_mut(image_len).enumerate() {

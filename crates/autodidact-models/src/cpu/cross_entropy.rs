@@ -17,7 +17,7 @@ use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use super::{ELEMENTS_PER_TASK, exp, row_max, row_sums, slice_of, tensor_like, vectorized};
+use super::{ELEMENTS_PER_TASK, chunk_of, exp, par_new, row_max, row_sums, slice_of, tensor_like, vectorized};
 
 /// Rows per parallel task for rows of `cols` classes.
 fn rows_per_task(cols: usize) -> usize {
@@ -58,8 +58,10 @@ pub(super) fn backward(x: &FlexTensor, labels: &[usize], lse: &[f32], smoothing:
     let (xs, gs) = (slice_of(&x), slice_of(&grad));
     let per_task = rows_per_task(cols);
     let uniform = smoothing / cols as f32;
-    let mut dx = vec![0.0f32; xs.len()];
-    dx.par_chunks_mut(per_task * cols).zip(xs.par_chunks(per_task * cols)).zip(gs.par_chunks(per_task).zip(lse.par_chunks(per_task))).zip(labels.par_chunks(per_task)).for_each(|(((dx, x), (g, lse)), labels)| {
+    let dx = par_new(xs.len(), per_task * cols, |i, dx| {
+        let x = chunk_of(xs, i, per_task * cols, dx);
+        let rows = i * per_task..i * per_task + dx.len() / cols;
+        let (g, lse, labels) = (&gs[rows.clone()], &lse[rows.clone()], &labels[rows]);
         vectorized(
             #[inline(always)]
             || {
