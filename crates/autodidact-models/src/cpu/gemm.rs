@@ -29,6 +29,11 @@ impl<'a> Matrix<'a> {
         Self { data: &self.data[(rows * self.rs).min(self.data.len())..], ..self }
     }
 
+    /// The matrix without its first `cols` columns.
+    fn skip_cols(self, cols: usize) -> Self {
+        Self { data: &self.data[(cols * self.cs).min(self.data.len())..], ..self }
+    }
+
     fn holds(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
     }
@@ -80,51 +85,99 @@ pub(super) fn gemm_scaled(dst: &mut [f32], dst_stride: usize, (m, n, k): (usize,
 /// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), plus `row` added to
 /// every row where given; the memory is written once (with `row`, or by the kernel), never
 /// zero-filled first.
+///
+/// Large products run on rayon's pool with [`Threads::All`], in one of two ways:
+/// - by blocks of rows, each a single-threaded product. With `row`, a block's rows are
+///   set to it just before the kernel adds the product onto them, while the block is in
+///   cache ([`BIAS_BLOCK_ELEMENTS`]), rather than in a pass over the whole output first;
+/// - where the shared dimension is long beside the output (a weight gradient: a sum over
+///   every row of a batch), by slices of that dimension, each product into its own
+///   partial sum, added in order at the end. Split by rows, every task would repack the
+///   whole of the other long operand. The slices depend only on the shape
+///   ([`SPLIT_K_SLICE`]), so the sum's bits do not depend on the thread count.
 pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, row: Option<&[f32]>, threads: Threads) -> Vec<f32> {
     assert!(a.holds(m, k) && b.holds(k, n) && row.is_none_or(|r| r.len() == n), "gemm operands out of bounds");
     let len = m * n;
     if len == 0 {
         return Vec::new();
     }
-    let mut out = Vec::with_capacity(len);
-    if let Some(row) = row {
-        out.spare_capacity_mut()[..len].par_chunks_mut(n).for_each(|o| {
-            for (o, &v) in o.iter_mut().zip(row) {
-                o.write(v);
-            }
-        });
-    } else if k == 0 {
-        out.resize(len, 0.0);
-        return out;
+    if k == 0 {
+        return row.map_or_else(|| vec![0.0; len], |row| row.repeat(m));
     }
-    #[allow(unsafe_code)]
-    // SAFETY: `out` has capacity for the `m × n` elements. With `row` all of them were
-    // written above, and the kernel reads and updates them (`read_dst`); without it (then
-    // k > 0) the kernel writes every one of them and reads none (`read_dst = false`). So all
-    // `len` elements are initialized when the length is set. `a` and `b` are in bounds
-    // (asserted), and `out` is a fresh allocation, aliasing neither.
-    unsafe {
-        let tasks = match threads {
-            Threads::All if m * n * k >= PARALLEL_MIN_MACS => (m / MIN_ROWS_PER_TASK).clamp(1, rayon::current_num_threads()),
-            _ => 1,
-        };
-        if k > 0 && tasks > 1 {
-            // Row blocks on separate threads, each a single-threaded product: each block
-            // writes (and with `row` reads) only its own rows.
-            let rows = m.div_ceil(tasks);
-            out.spare_capacity_mut()[..len].par_chunks_mut(rows * n).enumerate().for_each(|(i, block)| {
-                kernel(block.as_mut_ptr().cast(), n, (block.len() / n, n, k), a.skip_rows(i * rows), b, 1.0, row.is_some(), Threads::One);
-            });
-        } else if k > 0 {
-            kernel(out.as_mut_ptr(), n, (m, n, k), a, b, 1.0, row.is_some(), threads);
+    let parallel = matches!(threads, Threads::All) && m * n * k >= PARALLEL_MIN_MACS;
+    let slices = k / SPLIT_K_SLICE;
+    if parallel && row.is_none() && slices > 1 && k >= SPLIT_K_RATIO * (m + n) {
+        return split_k((m, n, k), a, b, slices.min(MAX_SPLIT_K_SLICES));
+    }
+    let workers = if parallel { rayon::current_num_threads() } else { 1 };
+    let mut rows = m.div_ceil((m / MIN_ROWS_PER_TASK).clamp(1, workers));
+    if row.is_some() {
+        rows = rows.min((BIAS_BLOCK_ELEMENTS / n).max(MIN_ROWS_PER_TASK));
+    }
+    // One block: the kernel may use rayon itself (gemm's own split of a large product).
+    let inner = if rows >= m { threads } else { Threads::One };
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(rows * n).enumerate().for_each(|(i, block)| {
+        if let Some(row) = row {
+            for r in block.chunks_mut(n) {
+                for (o, &v) in r.iter_mut().zip(row) {
+                    o.write(v);
+                }
+            }
         }
+        #[allow(unsafe_code)]
+        // SAFETY: `block` holds whole rows of `out` (`n` elements each) that no other task
+        // touches; with `row` every element was written above and the kernel reads and
+        // updates it (`read_dst`), without it the kernel writes every element and reads none.
+        // `a` (from this block's first row on) and `b` hold the operands (asserted), and
+        // `out` is a fresh allocation, aliasing neither.
+        unsafe {
+            kernel(block.as_mut_ptr().cast(), n, (block.len() / n, n, k), a.skip_rows(i * rows), b, 1.0, row.is_some(), inner);
+        }
+    });
+    #[allow(unsafe_code)]
+    // SAFETY: the blocks cover all `len` elements, and each was written by its task.
+    unsafe {
         out.set_len(len);
     }
     out
 }
 
+/// [`product`] (without `row`) as the sum of the products over `slices` slices of the shared
+/// dimension, in parallel; the partial sums are added in slice order.
+fn split_k((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, slices: usize) -> Vec<f32> {
+    let step = k.div_ceil(slices);
+    let mut partials: Vec<Vec<f32>> = (0..k.div_ceil(step))
+        .into_par_iter()
+        .map(|s| {
+            let start = s * step;
+            product((m, n, step.min(k - start)), a.skip_cols(start), b.skip_rows(start), None, Threads::One)
+        })
+        .collect();
+    let rest = partials.split_off(1);
+    let mut out = partials.pop().unwrap_or_else(|| vec![0.0; m * n]);
+    out.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(i, o)| {
+        for part in &rest {
+            o.iter_mut().zip(&part[i * SUM_CHUNK..]).for_each(|(o, p)| *o += p);
+        }
+    });
+    out
+}
+
 /// Fewest rows per thread when [`product`] splits a product by rows.
 const MIN_ROWS_PER_TASK: usize = 64;
+/// Elements of a block of output rows set to the bias and then accumulated into (256 KB):
+/// small enough to stay in a core's L2 cache between the two.
+const BIAS_BLOCK_ELEMENTS: usize = 1 << 16;
+/// Length of the slices of the shared dimension in a split product ...
+const SPLIT_K_SLICE: usize = 2048;
+/// ... at most this many ...
+const MAX_SPLIT_K_SLICES: usize = 16;
+/// ... where the shared dimension is at least this many times the output's rows plus
+/// columns.
+const SPLIT_K_RATIO: usize = 4;
+/// Elements per task when the partial sums are added.
+const SUM_CHUNK: usize = 1 << 14;
 
 /// `dst = scale · a · b`, or `dst += scale · a · b` with `read_dst`.
 ///

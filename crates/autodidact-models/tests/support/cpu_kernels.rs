@@ -291,8 +291,10 @@ fn fused_affine_matches_burn_with_all_gradients_in_both_weight_layouts() {
     use cpu::WeightLayout;
     let device = flex();
     device.seed(8);
-    // Small, and large enough for the products to run on all threads (≥ 192³ multiply-adds).
-    for (batch, rows, d_in, d_out) in [(2, 5, 7, 3), (4, 75, 160, 192)] {
+    // Small; large enough for the products to run on all threads (≥ 192³ multiply-adds);
+    // and with enough rows that the weight gradient is summed over slices of them and the
+    // forward sets the bias block by block.
+    for (batch, rows, d_in, d_out) in [(2, 5, 7, 3), (4, 75, 160, 192), (4, 1100, 40, 56)] {
         let x = Tensor::<3>::random([batch, rows, d_in], Distribution::Normal(0.0, 1.0), &device);
         let r = Tensor::<3>::random([batch, rows, d_out], Distribution::Normal(0.0, 1.0), &device);
         let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), &device).require_grad();
