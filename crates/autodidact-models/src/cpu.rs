@@ -511,6 +511,7 @@ const LANES: usize = 16;
 /// combine the lanes. A single running fold stays scalar (the compiler may not reorder float
 /// operations); lanes vectorize.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexed on purpose: see the comment in the body
 fn lanes<const K: usize, const N: usize>(inputs: [&[f32]; K], init: f32, f: impl Fn([f32; K]) -> [f32; N], op: impl Fn(f32, f32) -> f32) -> [[f32; LANES]; N] {
     let len = inputs.iter().map(|s| s.len()).min().unwrap_or(0);
     let split = inputs.map(|s| s[..len].as_chunks::<LANES>());
