@@ -255,17 +255,27 @@ fn chunk_of<'a>(values: &'a [f32], i: usize, chunk_len: usize, like: &[f32]) -> 
     &values[i * chunk_len..][..like.len()]
 }
 
-/// `out[i] = f(a[i], b[i])` in parallel chunks.
+/// `out[i] = f(a[i], b[i])` in parallel chunks. The loop writes every element itself, so the
+/// output needs no zero-fill first (unlike [`par_new`]'s).
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let len = a.len().min(b.len());
+    let mut out = Vec::with_capacity(len);
     // Plain loops over chunks, so that the compiler vectorizes `f`.
-    par_new(a.len().min(b.len()), ELEMENTS_PER_TASK, |i, o| {
-        let (a, b) = (chunk_of(a, i, ELEMENTS_PER_TASK, o), chunk_of(b, i, ELEMENTS_PER_TASK, o));
+    out.spare_capacity_mut()[..len].par_chunks_mut(ELEMENTS_PER_TASK).enumerate().for_each(|(i, o)| {
+        let (a, b) = (&a[i * ELEMENTS_PER_TASK..][..o.len()], &b[i * ELEMENTS_PER_TASK..][..o.len()]);
         vectorized(#[inline(always)] || {
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
+                o.write(f(a, b));
             }
         })
-    })
+    });
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks cover the first `len` elements, and each chunk's loop wrote every one
+    // of its elements (`a` and `b` hold exactly as many, or the slicing panicked first).
+    unsafe {
+        out.set_len(len);
+    }
+    out
 }
 
 /// `eˣ` to about 2 ulp, branch-free so that loops over it vectorize (libm's `expf` is a call
