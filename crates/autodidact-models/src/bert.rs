@@ -18,7 +18,7 @@ use burn::nn::{
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::{WeightLayout, affine, attention_context, attention_scores, dropout, gelu, layer_norm, linear, softmax};
+use crate::cpu::{WeightLayout, affine, attention_heads, dropout, gelu, layer_norm, linear};
 use crate::error::ModelError;
 
 /// BERT hyper-parameters; field names and meaning follow HF's `BertConfig`.
@@ -324,9 +324,7 @@ impl BertSelfAttention {
     /// - `x`: `[batch, seq, hidden]`, `mask_bias`: `[batch, seq]`
     /// - output: `[batch, seq, hidden]` (heads concatenated, before the output projection)
     fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<2>>) -> Tensor<3> {
-        let (q, k, v) = (linear(&self.query, x.clone()), linear(&self.key, x.clone()), linear(&self.value, x));
-        let scores = attention_scores(q, k, self.num_heads, mask_bias); // (B, nh, T, T)
-        attention_context(dropout(&self.dropout, softmax(scores)), v) // (B, T, H)
+        attention_heads([&self.query, &self.key, &self.value], &self.dropout, self.num_heads, x, mask_bias)
     }
 }
 

@@ -250,8 +250,8 @@ fn par_new(len: usize, chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync
 }
 
 /// Elements `i·chunk_len..` of `values`, as many as `like` holds: the inputs beside chunk
-/// `i` of [`par_new`].
-fn chunk_of<'a>(values: &'a [f32], i: usize, chunk_len: usize, like: &[f32]) -> &'a [f32] {
+/// `i` of a parallel output ([`par_new`]'s, or uninitialized memory).
+fn chunk_of<'a, T>(values: &'a [f32], i: usize, chunk_len: usize, like: &[T]) -> &'a [f32] {
     &values[i * chunk_len..][..like.len()]
 }
 
@@ -262,7 +262,7 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     let mut out = Vec::with_capacity(len);
     // Plain loops over chunks, so that the compiler vectorizes `f`.
     out.spare_capacity_mut()[..len].par_chunks_mut(ELEMENTS_PER_TASK).enumerate().for_each(|(i, o)| {
-        let (a, b) = (&a[i * ELEMENTS_PER_TASK..][..o.len()], &b[i * ELEMENTS_PER_TASK..][..o.len()]);
+        let (a, b) = (chunk_of(a, i, ELEMENTS_PER_TASK, o), chunk_of(b, i, ELEMENTS_PER_TASK, o));
         vectorized(#[inline(always)] || {
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                 o.write(f(a, b));
@@ -1125,9 +1125,20 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     if mha.quiet_softmax {
         return mha.forward(MhaInput::self_attn(x)).context;
     }
-    let (q, k, v) = (linear(&mha.query, x.clone()), linear(&mha.key, x.clone()), linear(&mha.value, x));
-    let probs = dropout(&mha.dropout, softmax(attention_scores(q, k, mha.n_heads, None)));
-    linear(&mha.output, attention_context(probs, v))
+    linear(&mha.output, attention_heads([&mha.query, &mha.key, &mha.value], &mha.dropout, mha.n_heads, x, None))
+}
+
+/// Multi-head self-attention before its output projection: `x` projected to q, k and v,
+/// [`attention_scores`] (plus `key_bias`), softmax, dropout on the probabilities, and
+/// [`attention_context`]. The core shared by BERT's attention and burn's (the ViT's).
+///
+/// # Shapes
+/// - `x`: `[batch, seq, hidden]`, `key_bias`: `[batch, seq]`
+/// - output: `[batch, seq, hidden]`, the heads concatenated
+pub fn attention_heads([query, key, value]: [&Linear; 3], probs_dropout: &Dropout, heads: usize, x: Tensor<3>, key_bias: Option<Tensor<2>>) -> Tensor<3> {
+    let (q, k, v) = (linear(query, x.clone()), linear(key, x.clone()), linear(value, x));
+    let probs = dropout(probs_dropout, softmax(attention_scores(q, k, heads, key_bias)));
+    attention_context(probs, v)
 }
 
 /// Scaled dot-product attention scores per head (Vaswani et al. 2017, §3.2.1),
