@@ -13,11 +13,12 @@
 //! - [`gelu`], [`softmax`], [`layer_norm`], [`cross_entropy`]: one parallel pass forward and
 //!   one backward, where burn records softmax, log-softmax and LayerNorm as chains of small
 //!   operations and computes `exp` and GELU's erf with scalar libm calls.
-//! - [`linear`] / [`affine`], [`attention_scores`], [`attention_context`]: matrix products
-//!   written once into fresh memory by the `gemm` crate (`cpu/gemm.rs`), where flex
-//!   zero-fills each product's output and copies it again into an aligned buffer on the
-//!   calling thread; attention reads and writes each head in place in `[batch, seq,
-//!   hidden]` instead of copying the heads out and back.
+//! - [`linear`] / [`affine`], [`attention`]: matrix products written once into fresh memory
+//!   by the `gemm` crate (`cpu/gemm.rs`), where flex zero-fills each product's output and
+//!   copies it again into an aligned buffer on the calling thread. Attention is one operation
+//!   on q, k and v packed side by side (one projection product instead of three, and one
+//!   input gradient): scores, softmax, dropout and the weighted sum per head, each head read
+//!   and written in place instead of copied out and back.
 //!
 //! The elementwise and row-wise loops run through `vectorized`, built for AVX-512, AVX2 or
 //! the x86-64 baseline and chosen at run time; the crate itself is compiled for the baseline.
@@ -136,15 +137,10 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
 /// operation whose mask is a function of a seed and the element's index (`kept`), so it is
 /// drawn in parallel, vectorized, and drawn again in the backward pass instead of stored.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 || !is_flex(&device) {
-        return layer.forward(x);
+    match DropoutMask::draw(layer, &x.device()) {
+        Some(mask) => Tensor::from_dispatch(<Dispatch as FastOps>::dropout_seeded(x.into_dispatch(), mask)),
+        None => layer.forward(x),
     }
-    // Two uniform draws from the device generator seed this mask (as burn's dropout draws
-    // its mask from that generator), so `device.seed` still fixes every mask.
-    let draws = Tensor::<1>::random([2], Distribution::Default, &device).into_data().try_to_vec::<f32>().unwrap_or_default();
-    let seed = draws.iter().fold(0u64, |s, d| (s << 32) ^ u64::from(d.to_bits()));
-    Tensor::from_dispatch(<Dispatch as FastOps>::dropout_seeded(x.into_dispatch(), DropoutMask::new(seed, 1.0 - layer.prob)))
 }
 
 /// A dropout mask as a seed and a keep probability.
@@ -158,6 +154,19 @@ pub struct DropoutMask {
 }
 
 impl DropoutMask {
+    /// The mask `layer` applies on `device` where that is flex in training (on an autodiff
+    /// device, with a nonzero rate), else `None`. Two uniform draws from the device generator
+    /// seed it (as burn's dropout draws its mask from that generator), so `device.seed` still
+    /// fixes every mask.
+    fn draw(layer: &Dropout, device: &Device) -> Option<Self> {
+        if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 || !is_flex(device) {
+            return None;
+        }
+        let draws = Tensor::<1>::random([2], Distribution::Default, device).into_data().try_to_vec::<f32>().unwrap_or_default();
+        let seed = draws.iter().fold(0u64, |s, d| (s << 32) ^ u64::from(d.to_bits()));
+        Some(Self::new(seed, 1.0 - layer.prob))
+    }
+
     fn new(seed: u64, keep: f64) -> Self {
         let keep = keep.clamp(0.0, 1.0);
         Self { seed, threshold: (keep * 4_294_967_296.0).round() as u64, scale: if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 } }
@@ -168,19 +177,21 @@ impl DropoutMask {
     fn apply(self, x: &FlexTensor) -> FlexTensor {
         let x = x.to_contiguous();
         let xs = slice_of(&x);
-        let out = par_new(xs.len(), ELEMENTS_PER_TASK, |c, o| {
-            let x = chunk_of(xs, c, ELEMENTS_PER_TASK, o);
-            let first = (c * ELEMENTS_PER_TASK) as u64;
-            vectorized(
-                #[inline(always)]
-                || {
-                    for ((o, &v), i) in o.iter_mut().zip(x).zip(first..) {
-                        *o = if kept(self.seed, i, self.threshold) { v * self.scale } else { 0.0 };
-                    }
-                },
-            )
-        });
+        let out = par_new(xs.len(), ELEMENTS_PER_TASK, |c, o| self.apply_into((c * ELEMENTS_PER_TASK) as u64, chunk_of(xs, c, ELEMENTS_PER_TASK, o), o));
         tensor_like(out, &x)
+    }
+
+    /// The mask on a piece of a tensor whose first element has index `first`: `out[j] =
+    /// x[j] · scale` where element `first + j` is [`kept`], else 0.
+    fn apply_into(self, first: u64, x: &[f32], out: &mut [f32]) {
+        vectorized(
+            #[inline(always)]
+            || {
+                for ((o, &v), i) in out.iter_mut().zip(x).zip(first..) {
+                    *o = if kept(self.seed, i, self.threshold) { v * self.scale } else { 0.0 };
+                }
+            },
+        )
     }
 }
 
@@ -413,12 +424,11 @@ pub trait FastOps: Backend {
     fn cross_entropy_rows(logits: FloatTensor<Self>, labels: Vec<usize>, smoothing: f32) -> FloatTensor<Self>;
     /// `x` with `mask` applied; its gradient is the incoming gradient with the same mask.
     fn dropout_seeded(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self>;
-    /// `scale · Q·Kᵀ` per head (+ `key_bias`, `[batch · seq]`, on every query row): `q`, `k`
-    /// `[batch, seq, hidden]`, output `[batch, heads, seq, seq]`; differentiated for `q`, `k`.
-    fn attention_scores(q: FloatTensor<Self>, k: FloatTensor<Self>, heads: usize, scale: f32, key_bias: Option<Vec<f32>>) -> FloatTensor<Self>;
-    /// `P·V` per head, heads side by side: `p` `[batch, heads, seq, seq]`, `v` `[batch, seq,
-    /// hidden]`, output `[batch, seq, hidden]`.
-    fn attention_context(p: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+    /// Multi-head attention on packed projections: `qkv` `[batch, seq, 3·hidden]`, each row
+    /// `[q | k | v]`; `softmax(scale · Q·Kᵀ + key_bias)` per head (`key_bias` `[batch · seq]`
+    /// on every query row), `dropout` on the probabilities, times V; output `[batch, seq,
+    /// hidden]`, heads side by side.
+    fn attention_packed(qkv: FloatTensor<Self>, heads: usize, scale: f32, key_bias: Option<Vec<f32>>, dropout: Option<DropoutMask>) -> FloatTensor<Self>;
     /// `out[b, j] = x[b, index[b·picks + j]]` for `x: [batch, n, dim]`, output `[batch,
     /// picks, dim]`.
     fn gather_rows(x: FloatTensor<Self>, index: Vec<usize>, picks: usize) -> FloatTensor<Self>;
@@ -439,21 +449,36 @@ fn softmax_forward(x: &FlexTensor) -> FlexTensor {
     let shape = x.shape();
     let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
     let xs = slice_of(&x);
-    let out = par_new(xs.len(), cols * ROWS_PER_TASK, |i, o| {
-        let x = chunk_of(xs, i, cols * ROWS_PER_TASK, o);
-        vectorized(#[inline(always)] || {
-            for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
-                let max = row_max(x);
-                for (o, &v) in o.iter_mut().zip(x) {
-                    *o = exp(v - max);
-                }
-                let [sum] = row_sums([o], |[v]| [v]);
-                let inv = 1.0 / sum;
-                o.iter_mut().for_each(|o| *o *= inv);
-            }
-        })
-    });
+    let out = par_new(xs.len(), cols * ROWS_PER_TASK, |i, o| softmax_rows(chunk_of(xs, i, cols * ROWS_PER_TASK, o), o, cols));
     tensor_like(out, &x)
+}
+
+/// Softmax of each row of `cols` elements of `x` into `out`.
+fn softmax_rows(x: &[f32], out: &mut [f32], cols: usize) {
+    vectorized(#[inline(always)] || {
+        for (o, x) in out.chunks_mut(cols.max(1)).zip(x.chunks(cols.max(1))) {
+            let max = row_max(x);
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = exp(v - max);
+            }
+            let [sum] = row_sums([o], |[v]| [v]);
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+    })
+}
+
+/// The gradient of a softmax with respect to its input, per row of `cols` elements, given
+/// its output `y` and the output's gradient `g`: `dx = y ⊙ (g − Σ g ⊙ y)` into `dx`.
+fn softmax_grad_rows(y: &[f32], g: &[f32], dx: &mut [f32], cols: usize) {
+    vectorized(#[inline(always)] || {
+        for ((d, y), g) in dx.chunks_mut(cols.max(1)).zip(y.chunks(cols.max(1))).zip(g.chunks(cols.max(1))) {
+            let [dot] = row_sums([y, g], |[y, g]| [y * g]);
+            for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                *d = y * (g - dot);
+            }
+        }
+    })
 }
 
 /// Per-row mean and 1/σ of the LayerNorm input, and its output.
@@ -632,12 +657,8 @@ impl FastOps for Flex {
         mask.apply(&x)
     }
 
-    fn attention_scores(q: FlexTensor, k: FlexTensor, heads: usize, scale: f32, key_bias: Option<Vec<f32>>) -> FlexTensor {
-        attention::scores(&q, &k, heads, scale, key_bias.as_deref())
-    }
-
-    fn attention_context(p: FlexTensor, v: FlexTensor, heads: usize) -> FlexTensor {
-        attention::context(&p, &v, heads)
+    fn attention_packed(qkv: FlexTensor, heads: usize, scale: f32, key_bias: Option<Vec<f32>>, dropout: Option<DropoutMask>) -> FlexTensor {
+        attention::forward(&qkv, heads, scale, key_bias.as_deref(), dropout).0
     }
 
     fn gather_rows(x: FlexTensor, index: Vec<usize>, picks: usize) -> FlexTensor {
@@ -715,18 +736,7 @@ impl Backward<Flex, 1> for SoftmaxBackward {
         let shape = y.shape();
         let cols = shape.as_slice().last().copied().unwrap_or(1).max(1);
         let (ys, gs) = (slice_of(&y), slice_of(&grad));
-        // dx = y ⊙ (dy − Σ dy ⊙ y), per row
-        let dx = par_new(ys.len(), cols * ROWS_PER_TASK, |i, d| {
-            let (y, g) = (chunk_of(ys, i, cols * ROWS_PER_TASK, d), chunk_of(gs, i, cols * ROWS_PER_TASK, d));
-            vectorized(#[inline(always)] || {
-                for ((d, y), g) in d.chunks_mut(cols).zip(y.chunks(cols)).zip(g.chunks(cols)) {
-                    let [dot] = row_sums([y, g], |[y, g]| [y * g]);
-                    for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
-                        *d = y * (g - dot);
-                    }
-                }
-            })
-        });
+        let dx = par_new(ys.len(), cols * ROWS_PER_TASK, |i, d| softmax_grad_rows(chunk_of(ys, i, cols * ROWS_PER_TASK, d), chunk_of(gs, i, cols * ROWS_PER_TASK, d), d, cols));
         grads.register::<Flex>(node.id, tensor_like(dx, &y));
     }
 }
@@ -880,26 +890,14 @@ fn differentiate<S, const N: usize>(ops: Ops<S, N>, grads: &mut Gradients, compu
 }
 
 #[derive(Debug)]
-struct ScoresBackward;
+struct AttentionBackward;
 
-impl Backward<Flex, 2> for ScoresBackward {
-    /// `q`, `k`, heads and scale.
-    type State = (FlexTensor, FlexTensor, usize, f32);
+impl Backward<Flex, 1> for AttentionBackward {
+    /// `qkv`, the probabilities before dropout, heads, scale and the dropout mask.
+    type State = (FlexTensor, Vec<f32>, usize, f32, Option<DropoutMask>);
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        differentiate(ops, grads, |(q, k, heads, scale), grad, wanted| attention::scores_backward(&q, &k, &grad, heads, scale, wanted));
-    }
-}
-
-#[derive(Debug)]
-struct ContextBackward;
-
-impl Backward<Flex, 2> for ContextBackward {
-    /// `p`, `v` and heads.
-    type State = (FlexTensor, FlexTensor, usize);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        differentiate(ops, grads, |(p, v, heads), grad, wanted| attention::context_backward(&p, &v, &grad, heads, wanted));
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        differentiate(ops, grads, |(qkv, probs, heads, scale, dropout), grad, [wanted]| [wanted.then(|| attention::backward(&qkv, &probs, &grad, heads, scale, dropout))]);
     }
 }
 
@@ -1012,23 +1010,11 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
-    fn attention_scores(q: FloatTensor<Self>, k: FloatTensor<Self>, heads: usize, scale: f32, key_bias: Option<Vec<f32>>) -> FloatTensor<Self> {
-        match ScoresBackward.prepare::<C>([q.node(), k.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let out = attention::scores(q.primitive(), k.primitive(), heads, scale, key_bias.as_deref());
-                prep.finish((q.primitive().clone(), k.primitive().clone(), heads, scale), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(attention::scores(q.primitive(), k.primitive(), heads, scale, key_bias.as_deref())),
-        }
-    }
-
-    fn attention_context(p: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        match ContextBackward.prepare::<C>([p.node(), v.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let out = attention::context(p.primitive(), v.primitive(), heads);
-                prep.finish((p.primitive().clone(), v.primitive().clone(), heads), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(attention::context(p.primitive(), v.primitive(), heads)),
+    fn attention_packed(qkv: FloatTensor<Self>, heads: usize, scale: f32, key_bias: Option<Vec<f32>>, dropout: Option<DropoutMask>) -> FloatTensor<Self> {
+        let (out, probs) = attention::forward(qkv.primitive(), heads, scale, key_bias.as_deref(), dropout);
+        match AttentionBackward.prepare::<C>([qkv.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((qkv.primitive().clone(), probs, heads, scale, dropout), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
 
@@ -1128,42 +1114,49 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     linear(&mha.output, attention_heads([&mha.query, &mha.key, &mha.value], &mha.dropout, mha.n_heads, x, None))
 }
 
-/// Multi-head self-attention before its output projection: `x` projected to q, k and v,
-/// [`attention_scores`] (plus `key_bias`), softmax, dropout on the probabilities, and
-/// [`attention_context`]. The core shared by BERT's attention and burn's (the ViT's).
+/// Multi-head self-attention before its output projection: `x` projected to q, k and v by
+/// one product against the three weights side by side, then [`attention`]. The core shared
+/// by BERT's attention and burn's (the ViT's).
 ///
 /// # Shapes
 /// - `x`: `[batch, seq, hidden]`, `key_bias`: `[batch, seq]`
 /// - output: `[batch, seq, hidden]`, the heads concatenated
-pub fn attention_heads([query, key, value]: [&Linear; 3], probs_dropout: &Dropout, heads: usize, x: Tensor<3>, key_bias: Option<Tensor<2>>) -> Tensor<3> {
-    let (q, k, v) = (linear(query, x.clone()), linear(key, x.clone()), linear(value, x));
-    let probs = dropout(probs_dropout, softmax(attention_scores(q, k, heads, key_bias)));
-    attention_context(probs, v)
+pub fn attention_heads(projections: [&Linear; 3], probs_dropout: &Dropout, heads: usize, x: Tensor<3>, key_bias: Option<Tensor<2>>) -> Tensor<3> {
+    let device = x.device();
+    let weight = Tensor::cat(projections.iter().map(|p| p.weight.val()).collect(), 1);
+    let bias = projections.iter().map(|p| p.bias.as_ref().map_or_else(|| Tensor::zeros([p.weight.dims()[1]], &device), |b| b.val()));
+    let qkv = affine(x, weight, Tensor::cat(bias.collect(), 0), WeightLayout::InOut);
+    attention(qkv, heads, key_bias, probs_dropout)
 }
 
-/// Scaled dot-product attention scores per head (Vaswani et al. 2017, §3.2.1),
-/// `Q_h·K_hᵀ / √d` plus `key_bias[b, j]` (an additive mask) on every query row of batch item
-/// `b`; head `h` is the column block `h·d .. (h+1)·d` of `q` and `k`, `d = hidden / heads`.
-/// On flex one operation forward and backward on that layout, without splitting the heads
-/// out first (`cpu/attention.rs`).
+/// Scaled dot-product attention per head (Vaswani et al. 2017, §3.2.1) on packed
+/// projections: `softmax(Q_h·K_hᵀ / √d + key_bias[b])` (an additive mask on every query row
+/// of batch item `b`), `probs_dropout` on the probabilities, times `V_h`. Each row of `qkv` is
+/// `[q | k | v]`; head `h` is the column block `h·d .. (h+1)·d` of each part, `d = hidden /
+/// heads`. On flex one operation forward and backward on that layout, without splitting the
+/// heads out or keeping the scores (`cpu/attention.rs`).
 ///
 /// # Shapes
-/// - `q`, `k`: `[batch, seq, hidden]`, `key_bias`: `[batch, seq]`
-/// - output: `[batch, heads, seq, seq]`
-pub fn attention_scores(q: Tensor<3>, k: Tensor<3>, heads: usize, key_bias: Option<Tensor<2>>) -> Tensor<4> {
-    let [b, t, h] = q.dims();
+/// - `qkv`: `[batch, seq, 3·hidden]`, `key_bias`: `[batch, seq]`
+/// - output: `[batch, seq, hidden]`, the heads concatenated
+pub fn attention(qkv: Tensor<3>, heads: usize, key_bias: Option<Tensor<2>>, probs_dropout: &Dropout) -> Tensor<3> {
+    let [b, t, width] = qkv.dims();
+    let h = width / 3;
     let dim = h / heads.max(1);
     let scale = 1.0 / (dim.max(1) as f64).sqrt();
-    if is_flex(&q.device()) && dim * heads == h {
+    let device = qkv.device();
+    if is_flex(&device) && dim * heads == h && h * 3 == width {
         let key_bias = key_bias.map(|bias| bias.into_data().iter::<f32>().collect());
-        return Tensor::from_dispatch(<Dispatch as FastOps>::attention_scores(q.into_dispatch(), k.into_dispatch(), heads, scale as f32, key_bias));
+        let dropout = DropoutMask::draw(probs_dropout, &device);
+        return Tensor::from_dispatch(<Dispatch as FastOps>::attention_packed(qkv.into_dispatch(), heads, scale as f32, key_bias, dropout));
     }
-    let split = |y: Tensor<3>| y.reshape([b, t, heads, dim]).swap_dims(1, 2); // (B, heads, T, d)
-    let scores = split(q).matmul(split(k).transpose()) * scale;
-    match key_bias {
-        Some(bias) => scores + bias.reshape([b, 1, 1, t]),
-        None => scores,
+    let split = |part: usize| qkv.clone().slice([0..b, 0..t, part * h..(part + 1) * h]).reshape([b, t, heads, dim]).swap_dims(1, 2); // (B, heads, T, d)
+    let mut scores = split(0).matmul(split(1).transpose()) * scale;
+    if let Some(bias) = key_bias {
+        scores = scores + bias.reshape([b, 1, 1, t]);
     }
+    let probs = dropout(probs_dropout, softmax(scores));
+    probs.matmul(split(2)).swap_dims(1, 2).reshape([b, t, h])
 }
 
 /// Rows of `x` picked per example: `out[b, j] = x[b, index[b, j]]`. On flex one operation
@@ -1181,21 +1174,6 @@ pub fn gather_rows(x: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
         return Tensor::from_dispatch(<Dispatch as FastOps>::gather_rows(x.into_dispatch(), index, k));
     }
     x.gather(1, index.reshape([b, k, 1]).expand([b, k, d]))
-}
-
-/// Attention's weighted sum of values per head, heads concatenated: `P_h·V_h` into the
-/// column block of head `h` (the layout of [`attention_scores`]).
-///
-/// # Shapes
-/// - `probs`: `[batch, heads, seq, seq]`, `v`: `[batch, seq, hidden]`, output: `[batch, seq, hidden]`
-pub fn attention_context(probs: Tensor<4>, v: Tensor<3>) -> Tensor<3> {
-    let [b, heads, t, _] = probs.dims();
-    let h = v.dims()[2];
-    let dim = h / heads.max(1);
-    if is_flex(&v.device()) && dim * heads == h {
-        return Tensor::from_dispatch(<Dispatch as FastOps>::attention_context(probs.into_dispatch(), v.into_dispatch(), heads));
-    }
-    probs.matmul(v.reshape([b, t, heads, dim]).swap_dims(1, 2)).swap_dims(1, 2).reshape([b, t, h])
 }
 
 fn feed_forward(ff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {

@@ -1,27 +1,39 @@
-//! The two batched products of multi-head attention, per (batch item, head), on the
-//! `[batch, seq, hidden]` layout the projections produce: head `h` is the column block
-//! `h·d .. (h+1)·d` of each row, read and written in place with a row stride of `hidden`.
+//! Multi-head attention as one operation on the packed projections: `qkv` `[batch, seq,
+//! 3·hidden]`, each row `[q | k | v]` (one product against the three projection weights side
+//! by side), head `h` the column block `h·d .. (h+1)·d` of each part, read and written in
+//! place with a row stride of `3·hidden`.
 //!
 //! burn splits the heads out with `swap_dims` (a copy of q, k and v, and of the context
-//! back), and runs each batched product through flex's matmul, which zero-fills its output
-//! and copies it again into an aligned buffer on the calling thread; the backward pass does
-//! the same for four more products over transposed views. Here, with `S = scale · Q·Kᵀ (+
-//! key bias)` and `O = P·V` per head:
+//! back), runs each batched product through flex's matmul (a zero-filled output, copied again
+//! into an aligned buffer on the calling thread) and records scores, softmax, dropout and
+//! context as four operations, each with a `[batch, heads, seq, seq]` output. Here the
+//! forward pass keeps only the probabilities, and the backward pass runs per batch item on
+//! per-thread scratch blocks that stay in cache. With `S = scale · Q·Kᵀ (+ key bias)`, `P =
+//! softmax(S)`, `P' = dropout(P)` and `O = P'·V` per head:
 //!
-//! - scores backward: `dQ = scale · dS·K`, `dK = scale · dSᵀ·Q`
-//! - context backward: `dP = dO·Vᵀ`, `dV = Pᵀ·dO`
+//! - `dV = P'ᵀ·dO`, `dP' = dO·Vᵀ`, `dP = dropout(dP')` (the same mask)
+//! - `dS = P ⊙ (dP − rowsum(dP ⊙ P))`
+//! - `dQ = scale · dS·K`, `dK = scale · dSᵀ·Q`
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
 
 use super::gemm::{Matrix, Threads, gemm_scaled};
-use super::{par_new, slice_of};
+use super::{DropoutMask, par_new_with, slice_of, softmax_grad_rows, softmax_rows};
 
-/// Batch, sequence length, hidden size, heads and head size of a `[batch, seq, hidden]`
-/// tensor split into `heads`.
+/// The parts of a packed row, in order.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Heads {
+enum Part {
+    Q = 0,
+    K = 1,
+    V = 2,
+}
+
+/// Batch, sequence length, hidden size (of one part), heads and head size of a packed
+/// `[batch, seq, 3·hidden]` tensor.
+#[derive(Clone, Copy, Debug)]
+struct Packed {
     batch: usize,
     seq: usize,
     hidden: usize,
@@ -29,125 +41,135 @@ pub(super) struct Heads {
     dim: usize,
 }
 
-impl Heads {
-    pub(super) fn of(x: &FlexTensor, heads: usize) -> Self {
-        let [batch, seq, hidden] = x.shape().dims::<3>();
-        let heads = heads.max(1);
+impl Packed {
+    fn of(qkv: &FlexTensor, heads: usize) -> Self {
+        let [batch, seq, width] = qkv.shape().dims::<3>();
+        let (hidden, heads) = (width / 3, heads.max(1));
         Self { batch, seq, hidden, heads, dim: hidden / heads }
     }
 
-    /// Head `h` of batch item `b`'s rows (`seq × hidden`) as a `seq × dim` matrix.
-    fn rows<'a>(&self, item: &'a [f32], h: usize) -> Matrix<'a> {
-        Matrix::rows(&item[h * self.dim..], self.hidden)
+    /// Elements between two rows of the packed tensor.
+    fn stride(&self) -> usize {
+        3 * self.hidden
     }
 
-    /// The transpose of [`Heads::rows`], `dim × seq`.
-    fn transposed<'a>(&self, item: &'a [f32], h: usize) -> Matrix<'a> {
-        Matrix::transposed(&item[h * self.dim..], self.hidden)
-    }
-
+    /// Elements per batch item of the packed tensor.
     fn item_len(&self) -> usize {
+        self.seq * self.stride()
+    }
+
+    /// Elements per batch item of the context (`[seq, hidden]`).
+    fn context_len(&self) -> usize {
         self.seq * self.hidden
     }
 
-    fn scores_len(&self) -> usize {
+    /// Elements of one head's `seq × seq` probabilities.
+    fn block_len(&self) -> usize {
         self.seq * self.seq
     }
 
-    /// For each batch item in parallel, `write(b, item)` into that item's `seq × hidden` block
-    /// of a new `[batch, seq, hidden]` tensor.
-    fn per_item(&self, write: impl Fn(usize, &mut [f32]) + Sync) -> FlexTensor {
-        let out = par_new(self.batch * self.item_len(), self.item_len(), write);
-        FlexTensor::from_data(TensorData::new(out, [self.batch, self.seq, self.hidden]))
+    /// Where head `h` of `part` starts in a packed row.
+    fn offset(&self, part: Part, h: usize) -> usize {
+        part as usize * self.hidden + h * self.dim
     }
 
-    /// For each (batch item, head) in parallel, `write(b, h, block)` into its `seq × seq`
-    /// block of a new `[batch, heads, seq, seq]` tensor.
-    fn per_head(&self, write: impl Fn(usize, usize, &mut [f32]) + Sync) -> FlexTensor {
-        let out = par_new(self.batch * self.heads * self.scores_len(), self.scores_len(), |i, block| write(i / self.heads, i % self.heads, block));
-        FlexTensor::from_data(TensorData::new(out, [self.batch, self.heads, self.seq, self.seq]))
+    /// Head `h` of `part` in a packed item (`seq × 3·hidden`) as a `seq × dim` matrix.
+    fn rows<'a>(&self, item: &'a [f32], part: Part, h: usize) -> Matrix<'a> {
+        Matrix::rows(&item[self.offset(part, h)..], self.stride())
+    }
+
+    /// The transpose of [`Packed::rows`], `dim × seq`.
+    fn transposed<'a>(&self, item: &'a [f32], part: Part, h: usize) -> Matrix<'a> {
+        Matrix::transposed(&item[self.offset(part, h)..], self.stride())
+    }
+
+    /// Head `h` of a context item (`seq × hidden`) as a `seq × dim` matrix.
+    fn context_rows<'a>(&self, item: &'a [f32], h: usize) -> Matrix<'a> {
+        Matrix::rows(&item[h * self.dim..], self.hidden)
+    }
+
+    /// The index of the first element of head `h` of item `b` in `[batch, heads, seq, seq]`:
+    /// where the dropout mask of that block starts.
+    fn block_start(&self, b: usize, h: usize) -> u64 {
+        ((b * self.heads + h) * self.block_len()) as u64
     }
 }
 
-/// `scale · Q·Kᵀ` per head, plus `key_bias[b, j]` on every query row of batch item `b` where
-/// given; `q`, `k`: `[batch, seq, hidden]`, output `[batch, heads, seq, seq]`.
-pub(super) fn scores(q: &FlexTensor, k: &FlexTensor, heads: usize, scale: f32, key_bias: Option<&[f32]>) -> FlexTensor {
-    let (q, k) = (q.to_contiguous(), k.to_contiguous());
-    let shape = Heads::of(&q, heads);
-    let (qs, ks) = (slice_of(&q), slice_of(&k));
-    let (t, len) = (shape.seq, shape.item_len());
-    shape.per_head(|b, h, block| {
-        let bias = key_bias.map(|bias| &bias[b * t..(b + 1) * t]);
-        if let Some(bias) = bias {
-            block.chunks_mut(t).for_each(|row| row.copy_from_slice(bias));
-        }
-        let (qb, kb) = (&qs[b * len..(b + 1) * len], &ks[b * len..(b + 1) * len]);
-        gemm_scaled(block, t, (t, t, shape.dim), shape.rows(qb, h), shape.transposed(kb, h), scale, bias.is_some(), Threads::One);
-    })
-}
-
-/// The gradients of [`scores`] with respect to `q` and `k`, given `ds` (`[batch, heads, seq,
-/// seq]`), each where `wanted`.
-pub(super) fn scores_backward(q: &FlexTensor, k: &FlexTensor, ds: &FlexTensor, heads: usize, scale: f32, wanted: [bool; 2]) -> [Option<FlexTensor>; 2] {
-    let (q, k, ds) = (q.to_contiguous(), k.to_contiguous(), ds.to_contiguous());
-    let shape = Heads::of(&q, heads);
-    let (qs, ks, dss) = (slice_of(&q), slice_of(&k), slice_of(&ds));
-    let (t, len, block) = (shape.seq, shape.item_len(), shape.scores_len());
-    let ds_of = |b: usize, h: usize| &dss[(b * shape.heads + h) * block..][..block];
-    // dQ = scale · dS·K (uses K), dK = scale · dSᵀ·Q (uses Q)
-    let grad = |other: &[f32], transpose_ds: bool| {
-        shape.per_item(|b, out| {
-            let ob = &other[b * len..(b + 1) * len];
-            for h in 0..shape.heads {
-                let ds = if transpose_ds { Matrix::transposed(ds_of(b, h), t) } else { Matrix::rows(ds_of(b, h), t) };
-                gemm_scaled(&mut out[h * shape.dim..], shape.hidden, (t, shape.dim, t), ds, shape.rows(ob, h), scale, false, Threads::One);
+/// The context `O = dropout(softmax(S))·V` per head, heads side by side (`[batch, seq,
+/// hidden]`), and the probabilities `softmax(S)` before dropout (`[batch, heads, seq, seq]`,
+/// row-major), for `qkv` `[batch, seq, 3·hidden]`; `key_bias` `[batch · seq]` is added to
+/// every query row of its batch item.
+pub(super) fn forward(qkv: &FlexTensor, heads: usize, scale: f32, key_bias: Option<&[f32]>, dropout: Option<DropoutMask>) -> (FlexTensor, Vec<f32>) {
+    let qkv = qkv.to_contiguous();
+    let shape = Packed::of(&qkv, heads);
+    let xs = slice_of(&qkv);
+    let (t, len, block) = (shape.seq, shape.item_len(), shape.block_len());
+    let probs = par_new_with(shape.batch * shape.heads * block, shape.heads * block, || vec![0.0; block], |scores, b, out| {
+        let (item, bias) = (&xs[b * len..][..len], key_bias.map(|bias| &bias[b * t..][..t]));
+        for (h, probs) in out.chunks_mut(block.max(1)).enumerate() {
+            if let Some(bias) = bias {
+                scores.chunks_mut(t).for_each(|row| row.copy_from_slice(bias));
             }
-        })
-    };
-    let [want_q, want_k] = wanted;
-    [want_q.then(|| grad(ks, false)), want_k.then(|| grad(qs, true))]
-}
-
-/// `P·V` per head, heads side by side: `p`: `[batch, heads, seq, seq]`, `v`: `[batch, seq,
-/// hidden]`, output `[batch, seq, hidden]`.
-pub(super) fn context(p: &FlexTensor, v: &FlexTensor, heads: usize) -> FlexTensor {
-    let (p, v) = (p.to_contiguous(), v.to_contiguous());
-    let shape = Heads::of(&v, heads);
-    let (ps, vs) = (slice_of(&p), slice_of(&v));
-    let (t, len, block) = (shape.seq, shape.item_len(), shape.scores_len());
-    shape.per_item(|b, out| {
-        let vb = &vs[b * len..(b + 1) * len];
+            gemm_scaled(scores, t, (t, t, shape.dim), shape.rows(item, Part::Q, h), shape.transposed(item, Part::K, h), scale, bias.is_some(), Threads::One);
+            softmax_rows(scores, probs, t);
+        }
+    });
+    let dropped_len = if dropout.is_some() { block } else { 0 };
+    let context = par_new_with(shape.batch * shape.context_len(), shape.context_len(), || vec![0.0; dropped_len], |dropped, b, out| {
+        let item = &xs[b * len..][..len];
         for h in 0..shape.heads {
-            let pb = &ps[(b * shape.heads + h) * block..][..block];
-            gemm_scaled(&mut out[h * shape.dim..], shape.hidden, (t, shape.dim, t), Matrix::rows(pb, t), shape.rows(vb, h), 1.0, false, Threads::One);
+            let p = &probs[(b * shape.heads + h) * block..][..block];
+            let p = match dropout {
+                Some(mask) => {
+                    mask.apply_into(shape.block_start(b, h), p, dropped);
+                    dropped.as_slice()
+                }
+                None => p,
+            };
+            gemm_scaled(&mut out[h * shape.dim..], shape.hidden, (t, shape.dim, t), Matrix::rows(p, t), shape.rows(item, Part::V, h), 1.0, false, Threads::One);
         }
-    })
+    });
+    (FlexTensor::from_data(TensorData::new(context, [shape.batch, shape.seq, shape.hidden])), probs)
 }
 
-/// The gradients of [`context`] with respect to `p` and `v`, given `dout` (`[batch, seq,
-/// hidden]`), each where `wanted`.
-pub(super) fn context_backward(p: &FlexTensor, v: &FlexTensor, dout: &FlexTensor, heads: usize, wanted: [bool; 2]) -> [Option<FlexTensor>; 2] {
-    let (p, v, dout) = (p.to_contiguous(), v.to_contiguous(), dout.to_contiguous());
-    let shape = Heads::of(&v, heads);
-    let (ps, vs, ds) = (slice_of(&p), slice_of(&v), slice_of(&dout));
-    let (t, len, block) = (shape.seq, shape.item_len(), shape.scores_len());
-    let [want_p, want_v] = wanted;
-    // dP = dO·Vᵀ
-    let dp = want_p.then(|| {
-        shape.per_head(|b, h, out| {
-            let (db, vb) = (&ds[b * len..(b + 1) * len], &vs[b * len..(b + 1) * len]);
-            gemm_scaled(out, t, (t, t, shape.dim), shape.rows(db, h), shape.transposed(vb, h), 1.0, false, Threads::One);
-        })
+/// The gradient of [`forward`]'s context with respect to `qkv`, given `dout` (`[batch, seq,
+/// hidden]`) and the probabilities `forward` returned, as `[batch, seq, 3·hidden]`.
+pub(super) fn backward(qkv: &FlexTensor, probs: &[f32], dout: &FlexTensor, heads: usize, scale: f32, dropout: Option<DropoutMask>) -> FlexTensor {
+    let (qkv, dout) = (qkv.to_contiguous(), dout.to_contiguous());
+    let shape = Packed::of(&qkv, heads);
+    let (xs, ds) = (slice_of(&qkv), slice_of(&dout));
+    let (t, len, block, stride) = (shape.seq, shape.item_len(), shape.block_len(), shape.stride());
+    // Per worker: P' (then dP), dP', dS.
+    let scratch = || [vec![0.0; block], vec![0.0; block], vec![0.0; block]];
+    let grad = par_new_with(shape.batch * len, len, scratch, |[dropped, dp_dropped, ds_block], b, out| {
+        let (item, dout) = (&xs[b * len..][..len], &ds[b * shape.context_len()..][..shape.context_len()]);
+        for h in 0..shape.heads {
+            let p = &probs[(b * shape.heads + h) * block..][..block];
+            let first = shape.block_start(b, h);
+            let p_used = match dropout {
+                Some(mask) => {
+                    mask.apply_into(first, p, dropped);
+                    dropped.as_slice()
+                }
+                None => p,
+            };
+            let d_o = shape.context_rows(dout, h);
+            // dV = P'ᵀ·dO
+            gemm_scaled(&mut out[shape.offset(Part::V, h)..], stride, (t, shape.dim, t), Matrix::transposed(p_used, t), d_o, 1.0, false, Threads::One);
+            // dP' = dO·Vᵀ, then dP through the same mask
+            gemm_scaled(dp_dropped, t, (t, t, shape.dim), d_o, shape.transposed(item, Part::V, h), 1.0, false, Threads::One);
+            let dp = match dropout {
+                Some(mask) => {
+                    mask.apply_into(first, dp_dropped, dropped);
+                    dropped.as_slice()
+                }
+                None => dp_dropped.as_slice(),
+            };
+            softmax_grad_rows(p, dp, ds_block, t);
+            // dQ = scale · dS·K, dK = scale · dSᵀ·Q
+            gemm_scaled(&mut out[shape.offset(Part::Q, h)..], stride, (t, shape.dim, t), Matrix::rows(ds_block, t), shape.rows(item, Part::K, h), scale, false, Threads::One);
+            gemm_scaled(&mut out[shape.offset(Part::K, h)..], stride, (t, shape.dim, t), Matrix::transposed(ds_block, t), shape.rows(item, Part::Q, h), scale, false, Threads::One);
+        }
     });
-    // dV = Pᵀ·dO
-    let dv = want_v.then(|| {
-        shape.per_item(|b, out| {
-            let db = &ds[b * len..(b + 1) * len];
-            for h in 0..shape.heads {
-                let pb = &ps[(b * shape.heads + h) * block..][..block];
-                gemm_scaled(&mut out[h * shape.dim..], shape.hidden, (t, shape.dim, t), Matrix::transposed(pb, t), shape.rows(db, h), 1.0, false, Threads::One);
-            }
-        })
-    });
-    [dp, dv]
+    FlexTensor::from_data(TensorData::new(grad, [shape.batch, shape.seq, stride]))
 }

@@ -189,42 +189,48 @@ fn fused_cross_entropy_matches_burn_with_its_gradient() {
     assert!(loss[0].is_finite() && loss[1].is_nan(), "{loss:?}");
 }
 
-/// Attention scores and context per head on the `[batch, seq, hidden]` layout, with and
-/// without a key bias, against burn's head split and batched matmuls: outputs and the
-/// gradients of q, k and v.
+/// Attention on packed projections (`[batch, seq, 3·hidden]`, rows `[q | k | v]`), with and
+/// without a key bias and dropout on the probabilities, against burn's head split, batched
+/// matmuls and softmax (and the fast dropout, drawn from the same seed): the output and the
+/// gradient of the packed input.
 #[test]
-fn fused_attention_products_match_burn_with_all_gradients() {
+fn fused_attention_matches_burn_with_its_gradient() {
     let _rng = rng_lock();
     let device = flex();
-    device.seed(23);
     for (batch, seq, heads, dim) in [(2, 5, 3, 4), (3, 17, 2, 16)] {
+        device.seed(23);
         let hidden = heads * dim;
-        let x = || Tensor::<3>::random([batch, seq, hidden], Distribution::Normal(0.0, 1.0), &device);
-        let (q, k, v, r) = (x(), x(), x(), x());
+        let qkv = Tensor::<3>::random([batch, seq, 3 * hidden], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<3>::random([batch, seq, hidden], Distribution::Normal(0.0, 1.0), &device);
         let bias = Tensor::<2>::random([batch, seq], Distribution::Normal(0.0, 2.0), &device);
-        for with_bias in [false, true] {
+        let mut outputs = Vec::new();
+        for (with_bias, rate) in [(false, 0.0), (true, 0.0), (true, 0.3)] {
+            let layer = DropoutConfig::new(rate).init();
             let run = |ours: bool| {
-                let (q, k, v) = (q.clone().require_grad(), k.clone().require_grad(), v.clone().require_grad());
+                device.seed(5);
+                let qkv = qkv.clone().require_grad();
                 let bias = with_bias.then(|| bias.clone());
                 let out = if ours {
-                    cpu::attention_context(cpu::softmax(cpu::attention_scores(q.clone(), k.clone(), heads, bias)), v.clone())
+                    cpu::attention(qkv.clone(), heads, bias, &layer)
                 } else {
-                    let split = |y: Tensor<3>| y.reshape([batch, seq, heads, dim]).swap_dims(1, 2);
-                    let mut scores = split(q.clone()).matmul(split(k.clone()).transpose()) / (dim as f64).sqrt();
+                    let split = |part: usize| qkv.clone().slice([0..batch, 0..seq, part * hidden..(part + 1) * hidden]).reshape([batch, seq, heads, dim]).swap_dims(1, 2);
+                    let mut scores = split(0).matmul(split(1).transpose()) / (dim as f64).sqrt();
                     if let Some(bias) = bias {
                         scores = scores + bias.reshape([batch, 1, 1, seq]);
                     }
-                    let probs = burn::tensor::activation::softmax(scores, 3);
-                    probs.matmul(split(v.clone())).swap_dims(1, 2).reshape([batch, seq, hidden])
+                    let probs = cpu::dropout(&layer, burn::tensor::activation::softmax(scores, 3));
+                    probs.matmul(split(2)).swap_dims(1, 2).reshape([batch, seq, hidden])
                 };
                 let grads = (out.clone() * r.clone()).sum().backward();
-                [values(out), values(q.grad(&grads).expect("q")), values(k.grad(&grads).expect("k")), values(v.grad(&grads).expect("v"))]
+                [values(out), values(qkv.grad(&grads).expect("qkv"))]
             };
             let (ours, burns) = (run(true), run(false));
-            for ((name, a), b) in ["output", "q gradient", "k gradient", "v gradient"].iter().zip(&ours).zip(&burns) {
-                assert_close(&format!("attention {batch}x{seq}, {heads} heads of {dim}, bias {with_bias}: {name}"), a, b);
+            for ((name, a), b) in ["output", "qkv gradient"].iter().zip(&ours).zip(&burns) {
+                assert_close(&format!("attention {batch}x{seq}, {heads} heads of {dim}, bias {with_bias}, dropout {rate}: {name}"), a, b);
             }
+            outputs.push(ours[0].clone());
         }
+        assert_ne!(outputs[1], outputs[2], "dropout changes the output");
     }
 }
 
