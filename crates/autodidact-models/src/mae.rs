@@ -118,9 +118,8 @@ impl Mae {
     /// - output: `[batch, patches, patch_dim]`
     pub fn forward(&self, images: Tensor<4>, mask: &PatchMask) -> Tensor<3> {
         let device = images.device();
-        let tokens = self.encoder.embed_patches(images);
-        let [b, l, _] = tokens.dims();
-        let latent = self.encoder.encode_tokens(gather_rows(tokens, mask.keep.clone())); // (B, 1 + visible, D)
+        let [b, l] = mask.restore.dims();
+        let latent = self.encoder.encode_tokens(self.encoder.embed_patches(images, Some(mask.keep.clone()))); // (B, 1 + visible, D)
         let x = crate::cpu::linear(&self.decoder_embed, latent);
         let [_, n, d] = x.dims();
         let cls = x.clone().slice([0..b, 0..1]);

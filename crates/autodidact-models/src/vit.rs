@@ -6,7 +6,7 @@
 use burn::module::{Module, Param};
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -174,16 +174,34 @@ impl Vit {
         Tensor::from_data(TensorData::new(self.pos_embed.clone(), [1, rows, self.config.dim]), device)
     }
 
-    /// Embedded patches with their position embeddings, without the class token.
+    /// Embedded patches with their position embeddings, without the class token: every
+    /// patch, or with `keep` only patches `keep[b, j]` of image `b`, in that order (MAE's
+    /// visible patches; the others are never embedded).
     ///
     /// # Shapes
-    /// - `images`: `[batch, channels, size, size]`, output: `[batch, patches, dim]`
-    pub fn embed_patches(&self, images: Tensor<4>) -> Tensor<3> {
+    /// - `images`: `[batch, channels, size, size]`, `keep`: `[batch, n]`
+    /// - output: `[batch, patches, dim]`, or `[batch, n, dim]` with `keep`
+    pub fn embed_patches(&self, images: Tensor<4>, keep: Option<Tensor<2, Int>>) -> Tensor<3> {
         let device = images.device();
         let patches = patchify(images, self.config.patch_size);
-        let [_, l, _] = patches.dims();
-        let pos = self.position_embeddings(&device).slice([0..1, 1..1 + l]);
+        let [b, l, _] = patches.dims();
+        let (patches, pos) = match keep {
+            None => (patches, self.position_embeddings(&device).slice([0..1, 1..1 + l])),
+            Some(keep) => {
+                let [_, n] = keep.dims();
+                let pos = self.kept_positions(keep.clone().into_data().iter::<i64>());
+                (crate::cpu::gather_rows(patches, keep), Tensor::from_data(TensorData::new(pos, [b, n, self.config.dim]), &device))
+            }
+        };
         crate::cpu::linear(&self.patch_embed, patches) + pos
+    }
+
+    /// The fixed position embeddings of patches `index` (rows of `dim`, one per index; a
+    /// row of NaN for an index out of range, as [`crate::cpu::gather_rows`] gives).
+    fn kept_positions(&self, index: impl Iterator<Item = i64>) -> Vec<f32> {
+        let dim = self.config.dim;
+        let row = |i: i64| usize::try_from(i).ok().and_then(|i| self.pos_embed.get((1 + i) * dim..(2 + i) * dim));
+        index.flat_map(|i| row(i).map_or_else(|| vec![f32::NAN; dim], <[f32]>::to_vec)).collect()
     }
 
     /// Prepends the class token (with its zero position embedding), runs the blocks and the
@@ -204,7 +222,7 @@ impl Vit {
     /// # Shapes
     /// - `images`: `[batch, channels, size, size]`, output: `[batch, dim]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.encode_tokens(self.embed_patches(images));
+        let x = self.encode_tokens(self.embed_patches(images, None));
         let [b, n, d] = x.dims();
         match self.config.pool {
             VitPool::Cls => x.slice([0..b, 0..1]).reshape([b, d]),

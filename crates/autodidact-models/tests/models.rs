@@ -232,7 +232,7 @@ fn vit_features_are_the_class_token_or_the_patch_mean() {
     for pool in [VitPool::Cls, VitPool::Mean] {
         let vit = VitConfig { image_size: 8, patch_size: 4, in_channels: 1, dim: 8, depth: 1, heads: 2, mlp_ratio: 2, pool }.init(&device);
         // [2 images, class token + 4 patches, 8]
-        let tokens = vit.encode_tokens(vit.embed_patches(images.clone())).into_data().try_to_vec::<f32>().unwrap();
+        let tokens = vit.encode_tokens(vit.embed_patches(images.clone(), None)).into_data().try_to_vec::<f32>().unwrap();
         let token = |i: usize, t: usize, d: usize| tokens[(i * 5 + t) * 8 + d];
         let got = vit.forward(images.clone()).into_data().try_to_vec::<f32>().unwrap();
         for (i, d) in (0..2).flat_map(|i| (0..8).map(move |d| (i, d))) {
@@ -242,5 +242,25 @@ fn vit_features_are_the_class_token_or_the_patch_mean() {
             };
             assert!((got[i * 8 + d] - expected).abs() < 1e-5, "{pool:?}, image {i}, dim {d}: {} vs {expected}", got[i * 8 + d]);
         }
+    }
+}
+
+/// MAE embeds only the visible patches: `embed_patches` with `keep` gives the rows of the
+/// full embedding that `keep` names, position embeddings included.
+#[test]
+fn vit_embeds_only_the_kept_patches() {
+    use autodidact_models::vit::{VitConfig, VitPool};
+    use burn::tensor::{Int, Tensor, TensorData};
+    let device = device();
+    let pixels: Vec<f32> = (0..2 * 64).map(|k| (k as f32 * 0.53).cos()).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [2, 1, 8, 8]), &device);
+    let vit = VitConfig { image_size: 8, patch_size: 4, in_channels: 1, dim: 8, depth: 1, heads: 2, mlp_ratio: 2, pool: VitPool::Cls }.init(&device);
+    let keep = [[3usize, 0], [1, 2]];
+    let index = Tensor::<2, Int>::from_data(TensorData::new(keep.iter().flatten().map(|&i| i as i64).collect::<Vec<_>>(), [2, 2]), &device);
+    let all = vit.embed_patches(images.clone(), None).into_data().try_to_vec::<f32>().unwrap(); // [2, 4, 8]
+    let some = vit.embed_patches(images, Some(index)).into_data().try_to_vec::<f32>().unwrap(); // [2, 2, 8]
+    for (b, j, d) in (0..2).flat_map(|b| (0..2).flat_map(move |j| (0..8).map(move |d| (b, j, d)))) {
+        let expected = all[(b * 4 + keep[b][j]) * 8 + d];
+        assert!((some[(b * 2 + j) * 8 + d] - expected).abs() < 1e-5, "image {b}, kept {j}, dim {d}");
     }
 }
