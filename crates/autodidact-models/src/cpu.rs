@@ -385,9 +385,25 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, epsilon: f64, x: Tensor<D>)
 /// # Shapes
 /// - `x`: `[batch, channels, ...]`, output: the same
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_then(bn, x, false)
+}
+
+/// `relu(batch_norm(bn, x))`; on flex in training one operation forward and backward, the
+/// ReLU applied as the normalized values are written and its mask recomputed from the input in
+/// the backward pass (no separate pass over the activations, and no mask kept).
+///
+/// # Shapes
+/// - `x`: `[batch, channels, ...]`, output: the same
+pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_then(bn, x, true)
+}
+
+/// [`batch_norm`], followed by a ReLU where `relu`.
+fn batch_norm_then<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     let device = x.device();
     if !(is_flex(&device) && device.is_autodiff() && bn.training.is_enabled()) {
-        return bn.forward(x);
+        let y = bn.forward(x);
+        return if relu { burn::tensor::activation::relu(y) } else { y };
     }
     let channels = bn.gamma.dims()[0];
     let moments: Tensor<2> = Tensor::from_dispatch(<Dispatch as FastOps>::channel_moments(x.clone().into_dispatch())).detach();
@@ -397,7 +413,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - momentum).add(var.mul_scalar(momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
-    let out = <Dispatch as FastOps>::batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), moments.into_dispatch(), bn.epsilon);
+    let out = <Dispatch as FastOps>::batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), moments.into_dispatch(), bn.epsilon, relu);
     Tensor::from_dispatch(out)
 }
 
@@ -411,9 +427,9 @@ pub trait FastOps: Backend {
     /// `(x − mean) / sqrt(var + eps) · gamma + beta` over the last dimension.
     fn layer_norm_last(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
     /// Batch normalization of `[batch, channels, ...]` with the batch's own statistics,
-    /// `moments` as computed by [`FastOps::channel_moments`] on `x`; differentiated as one
-    /// operation (through the statistics' dependence on `x`).
-    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, moments: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+    /// `moments` as computed by [`FastOps::channel_moments`] on `x`, followed by a ReLU where
+    /// `relu`; differentiated as one operation (through the statistics' dependence on `x`).
+    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, moments: FloatTensor<Self>, epsilon: f64, relu: bool) -> FloatTensor<Self>;
     /// Per-channel mean (row 0) and biased variance (row 1) of `[batch, channels, ...]`, as
     /// `[2, channels]`; not differentiated.
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -595,7 +611,10 @@ fn plane_sums<const K: usize, const N: usize>(inputs: [&[f32]; K], f: impl Fn([f
 
 /// BatchNorm output with the batch statistics (`moments`: `[2, channels]`, mean and biased
 /// variance), and the per-channel mean and 1/σ.
-fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, moments: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<f32>, Vec<f32>) {
+/// BatchNorm's output (through a ReLU where `relu`), each channel's mean and 1/σ, and with
+/// `relu` each channel's shift `β − mean·γ/σ` (the backward pass recomputes the ReLU's mask
+/// from it).
+fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, moments: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let x = x.to_contiguous();
     let (gamma, beta, moments) = (gamma.to_contiguous(), beta.to_contiguous(), moments.to_contiguous());
     let (g, b) = (slice_of(&gamma), slice_of(&beta));
@@ -604,16 +623,20 @@ fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, mom
     let (mean, var) = slice_of(&moments).split_at(channels);
     let mean = mean.to_vec();
     let rstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + epsilon as f32).sqrt()).collect();
+    let shift: Vec<f32> = (0..channels).map(|c| b[c] - mean[c] * rstd[c] * g[c]).collect();
     let out = par_new(xs.len(), inner, |i, o| {
         let (x, c) = (chunk_of(xs, i, inner, o), i % channels);
-        let (scale, shift) = (rstd[c] * g[c], b[c] - mean[c] * rstd[c] * g[c]);
+        let (scale, shift) = (rstd[c] * g[c], shift[c]);
         vectorized(#[inline(always)] || {
             for (o, &v) in o.iter_mut().zip(x) {
                 *o = v * scale + shift;
             }
+            if relu {
+                o.iter_mut().for_each(|o| *o = o.max(0.0));
+            }
         })
     });
-    (tensor_like(out, &x), mean, rstd)
+    (tensor_like(out, &x), mean, rstd, relu.then_some(shift))
 }
 
 fn channel_moments_flex(x: &FlexTensor) -> FlexTensor {
@@ -637,8 +660,8 @@ impl FastOps for Flex {
         layer_norm_forward(&x, &gamma, &beta, epsilon).0
     }
 
-    fn batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, moments: FlexTensor, epsilon: f64) -> FlexTensor {
-        batch_norm_forward(&x, &gamma, &beta, &moments, epsilon).0
+    fn batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, moments: FlexTensor, epsilon: f64, relu: bool) -> FlexTensor {
+        batch_norm_forward(&x, &gamma, &beta, &moments, epsilon, relu).0
     }
 
     fn channel_moments(x: FlexTensor) -> FlexTensor {
@@ -754,19 +777,20 @@ enum Norm {
 struct NormBackward(Norm);
 
 impl Backward<Flex, 3> for NormBackward {
-    /// Input, gamma, and the mean and 1/σ of each normalized group.
-    type State = (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>);
+    /// Input, gamma, the mean and 1/σ of each normalized group, and for a BatchNorm with a
+    /// fused ReLU each channel's shift (the output is `max(0, x·γ/σ + shift)`).
+    type State = (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>, Option<Vec<f32>>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let (x, gamma, mean, rstd) = ops.state;
+        let (x, gamma, mean, rstd, relu_shift) = ops.state;
         let (x, gamma) = (x.to_contiguous(), gamma.to_contiguous());
         let (xs, dys, g) = (slice_of(&x), slice_of(&grad), slice_of(&gamma));
         let want_dx = node_x.is_some();
         let (dx, dgamma, dbeta) = match self.0 {
             Norm::Rows => layer_norm_grads(xs, dys, g, &mean, &rstd, want_dx),
-            Norm::Channels => batch_norm_grads(xs, dys, g, &mean, &rstd, channel_layout(&x), want_dx),
+            Norm::Channels => batch_norm_grads(xs, dys, g, (&mean, &rstd, relu_shift.as_deref()), channel_layout(&x), want_dx),
         };
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, tensor_like(dx, &x));
@@ -831,16 +855,26 @@ fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32
 
 /// BatchNorm gradients over `(channels, elements per batch item and channel)`: the input's
 /// (when wanted), gamma's and beta's.
-fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f32], (channels, inner): (usize, usize), want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], (mean, rstd, relu_shift): (&[f32], &[f32], Option<&[f32]>), (channels, inner): (usize, usize), want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    // With a fused ReLU, dy is first zeroed where the output was 0: where max(0, x·γ/σ +
+    // shift) is 0, computed as in the forward pass (the same bits).
+    let gate = |c: usize| {
+        let (scale, shift, on) = (rstd[c] * g[c], relu_shift.map_or(0.0, |s| s[c]), relu_shift.is_some());
+        #[inline(always)]
+        move |v: f32, d: f32| if on && (v * scale + shift).max(0.0) <= 0.0 { 0.0 } else { d }
+    };
     // dβ = Σ dy, dγ = Σ dy ⊙ x̂ per channel.
     let sums: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let (m, r) = (mean[c], rstd[c]);
+            let (m, r, gate) = (mean[c], rstd[c], gate(c));
             let (mut db, mut dg) = (0.0f64, 0.0f64);
             vectorized(#[inline(always)] || {
                 for (x, dy) in xs.chunks(inner).zip(dys.chunks(inner)).skip(c).step_by(channels) {
-                    let [b, g] = plane_sums([x, dy], |[v, d]| [d, d * ((v - m) * r)]);
+                    let [b, g] = plane_sums([x, dy], |[v, d]| {
+                        let d = gate(v, d);
+                        [d, d * ((v - m) * r)]
+                    });
                     (db, dg) = (db + b, dg + g);
                 }
             });
@@ -853,11 +887,11 @@ fn batch_norm_grads(xs: &[f32], dys: &[f32], g: &[f32], mean: &[f32], rstd: &[f3
         let count = (xs.len() / channels).max(1) as f32;
         par_new(xs.len(), inner, |i, dx| {
             let (x, dy, c) = (chunk_of(xs, i, inner, dx), chunk_of(dys, i, inner, dx), i % channels);
-            let (m, r, k) = (mean[c], rstd[c], g[c] * rstd[c]);
+            let (m, r, k, gate) = (mean[c], rstd[c], g[c] * rstd[c], gate(c));
             let (mean_dy, mean_dyx) = (dbeta[c] / count, dgamma[c] / count);
             vectorized(#[inline(always)] || {
                 for ((dx, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
-                    *dx = k * (d - mean_dy - (v - m) * r * mean_dyx);
+                    *dx = k * (gate(v, d) - mean_dy - (v - m) * r * mean_dyx);
                 }
             })
         })
@@ -974,19 +1008,17 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         match NormBackward(Norm::Rows).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (out, mean, rstd) = layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
-                prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd), out)
+                prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd, None), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon).0),
         }
     }
 
-    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, moments: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, moments: FloatTensor<Self>, epsilon: f64, relu: bool) -> FloatTensor<Self> {
+        let (out, mean, rstd, shift) = batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), moments.primitive(), epsilon, relu);
         match NormBackward(Norm::Channels).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (out, mean, rstd) = batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), moments.primitive(), epsilon);
-                prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(batch_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), moments.primitive(), epsilon).0),
+            OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), gamma.primitive().clone(), mean, rstd, shift), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
 

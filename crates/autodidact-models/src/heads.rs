@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +119,6 @@ impl ProjectionHead {
     /// # Shapes
     /// - `x`: `[batch, input]`, output: `[batch, output]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.fc2.forward(relu(crate::cpu::batch_norm(&self.bn, self.fc1.forward(x))))
+        self.fc2.forward(crate::cpu::batch_norm_relu(&self.bn, self.fc1.forward(x)))
     }
 }

@@ -81,6 +81,11 @@ impl ConvBn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         crate::cpu::batch_norm(&self.bn, crate::cpu::conv2d(&self.conv, x))
     }
+
+    /// `relu(self.forward(x))`, the ReLU fused into the BatchNorm.
+    fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        crate::cpu::batch_norm_relu(&self.bn, crate::cpu::conv2d(&self.conv, x))
+    }
 }
 
 fn conv_bn(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> ConvBn {
@@ -117,7 +122,7 @@ impl BasicBlock {
             Some(d) => d.forward(x.clone()),
             None => x.clone(),
         };
-        relu(self.conv2.forward(relu(self.conv1.forward(x))) + shortcut)
+        relu(self.conv2.forward(self.conv1.forward_relu(x)) + shortcut)
     }
 }
 
@@ -137,7 +142,7 @@ impl ResNet {
     /// - `images`: `[batch, channels, height, width]`
     /// - output: `[batch, feature_dim]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.stem.forward(images));
+        let mut x = self.stem.forward_relu(images);
         for block in self.stages.iter().flatten() {
             x = block.forward(x);
         }

@@ -391,16 +391,18 @@ fn fused_batch_norm_matches_burn_with_all_gradients_and_running_statistics() {
     let r4 = Tensor::<4>::random([5, 6, 7, 3], Distribution::Normal(0.0, 1.0), &device);
     let x2 = Tensor::<2>::random([9, 6], Distribution::Normal(-0.5, 3.0), &device);
     let r2 = Tensor::<2>::random([9, 6], Distribution::Normal(0.0, 1.0), &device);
-    for step in 0..2 {
-        let ours = run(&ours_bn, &x4, &r4, cpu::batch_norm);
-        let burns = run(&burns_bn, &x4, &r4, |bn, x| bn.forward(x));
+    // Each step also with the ReLU fused (`batch_norm_relu` against burn's BatchNorm and relu).
+    use burn::tensor::activation::relu;
+    for (step, fused_relu) in [(0, false), (1, true), (2, false), (3, true)] {
+        let ours = if fused_relu { run(&ours_bn, &x4, &r4, cpu::batch_norm_relu) } else { run(&ours_bn, &x4, &r4, cpu::batch_norm) };
+        let burns = run(&burns_bn, &x4, &r4, |bn, x| if fused_relu { relu(bn.forward(x)) } else { bn.forward(x) });
         for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
-            assert_close(&format!("4-D batch norm step {step} {name}"), a, b);
+            assert_close(&format!("4-D batch norm step {step}, relu {fused_relu}: {name}"), a, b);
         }
-        let ours = run(&ours_bn, &x2, &r2, cpu::batch_norm);
-        let burns = run(&burns_bn, &x2, &r2, |bn, x| bn.forward(x));
+        let ours = if fused_relu { run(&ours_bn, &x2, &r2, cpu::batch_norm_relu) } else { run(&ours_bn, &x2, &r2, cpu::batch_norm) };
+        let burns = run(&burns_bn, &x2, &r2, |bn, x| if fused_relu { relu(bn.forward(x)) } else { bn.forward(x) });
         for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
-            assert_close(&format!("2-D batch norm step {step} {name}"), a, b);
+            assert_close(&format!("2-D batch norm step {step}, relu {fused_relu}: {name}"), a, b);
         }
     }
     // Without autodiff (evaluation) it is burn's inference path on the running statistics.
