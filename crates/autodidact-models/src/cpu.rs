@@ -610,10 +610,8 @@ fn plane_sums<const K: usize, const N: usize>(inputs: [&[f32]; K], f: impl Fn([f
 }
 
 /// BatchNorm output with the batch statistics (`moments`: `[2, channels]`, mean and biased
-/// variance), and the per-channel mean and 1/σ.
-/// BatchNorm's output (through a ReLU where `relu`), each channel's mean and 1/σ, and with
-/// `relu` each channel's shift `β − mean·γ/σ` (the backward pass recomputes the ReLU's mask
-/// from it).
+/// variance), through a ReLU where `relu`; the per-channel mean and 1/σ; and with `relu` each
+/// channel's shift `β − mean·γ/σ` (the backward pass recomputes the ReLU's mask from it).
 fn batch_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, moments: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let x = x.to_contiguous();
     let (gamma, beta, moments) = (gamma.to_contiguous(), beta.to_contiguous(), moments.to_contiguous());
