@@ -11,8 +11,11 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_autodidact"))
 }
 
+/// The repository root, from this crate's directory as cargo gives it to the running tests
+/// (else as compiled in, which in a binary reused from another checkout's build names that
+/// checkout: see `crate_dir` in autodidact-data's tests).
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from).join("../..")
 }
 
 fn run(args: &[&str], cwd: &Path) -> Output {

@@ -3,13 +3,21 @@
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use autodidact_data::DataError;
 use autodidact_data::mlm::{CropViews, EpochSampler, MlmBatches, MlmMasker, PackedSequences, Views};
 use autodidact_data::shards::{self, ShardOptions, TokenStream};
 use autodidact_data::source::{TextFormat, TextSource};
 use autodidact_data::tokenizer::{SpecialTokens, TextTokenizer, TokenizerKind, TokenizerTrainSpec};
+
+/// This crate's directory as cargo gives it to the running tests, else as compiled in. A test
+/// binary built by another checkout that shares the target directory (a clean clone run by
+/// `.ci/run`) is reused by cargo when the sources are older, and its compiled-in path then
+/// names that checkout.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. A stitch in time saves nine.\n\n\
 Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do.\n\n\
@@ -188,7 +196,7 @@ fn wordpiece_fast_path_encodes_exactly_like_tokenizers() {
     let long = ["x".repeat(100), "y".repeat(101), format!("{} tail", "alice".repeat(30))];
     let mut texts: Vec<&str> = TRICKY.to_vec();
     texts.extend(long.iter().map(String::as_str));
-    let books = TextSource::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/corpus/gutenberg"), TextFormat::Auto, "text").unwrap();
+    let books = TextSource::open(&crate_dir().join("../../assets/corpus/gutenberg"), TextFormat::Auto, "text").unwrap();
     let chunks: Vec<String> = books.chunks().map(|c| c.text).collect();
     for lowercase in [true, false] {
         let spec = TokenizerTrainSpec { lowercase, ..spec(TokenizerKind::WordPiece, 2000) };
@@ -222,7 +230,7 @@ fn loading_a_bad_tokenizer_file_names_it() {
     // Found by the tokenizer fuzz target: `tokenizers` 0.22 panics on some malformed files
     // (a control character inside the decoder's JSON; a valid-JSON but malformed
     // `Precompiled` normalizer). Both must be errors naming the file, not panics.
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../autodidact-models/tests/fixtures/hf-bert-tiny/tokenizer.json");
+    let fixture = crate_dir().join("../autodidact-models/tests/fixtures/hf-bert-tiny/tokenizer.json");
     let good = std::fs::read_to_string(&fixture).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
     json["decoder"] = serde_json::json!({ "type": "WordPiece", "prefix": "##", "cleanup": true });
@@ -441,7 +449,7 @@ fn too_short_a_split_for_one_sequence_is_a_clear_error() {
 }
 
 fn hf_fixture_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../autodidact-models/tests/fixtures/hf-bert-tiny")
+    crate_dir().join("../autodidact-models/tests/fixtures/hf-bert-tiny")
 }
 
 /// `(texts, ids)` that transformers' `BertTokenizer` produced (no special tokens).

@@ -23,8 +23,11 @@ pub struct HfFixture {
     pub loss: f32,
 }
 
+/// The fixture's directory, from this crate's directory as cargo gives it to the running
+/// tests (else as compiled in, which in a binary reused from another checkout's build names
+/// that checkout: see `crate_dir` in autodidact-data's tests).
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../autodidact-models/tests/fixtures/hf-bert-tiny")
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from).join("../autodidact-models/tests/fixtures/hf-bert-tiny")
 }
 
 fn le<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
