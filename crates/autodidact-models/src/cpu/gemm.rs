@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use super::vectorized;
+
 /// A matrix in a slice: element `(r, c)` at `data[r·rs + c·cs]`.
 #[derive(Clone, Copy)]
 pub(super) struct Matrix<'a> {
@@ -83,13 +85,14 @@ pub(super) fn gemm_scaled(dst: &mut [f32], dst_stride: usize, (m, n, k): (usize,
 }
 
 /// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), plus `row` added to
-/// every row where given; the memory is written once (with `row`, or by the kernel), never
-/// zero-filled first.
+/// every row where given; the kernel writes the memory, never zero-filled first.
 ///
 /// Large products run on rayon's pool with [`Threads::All`], in one of two ways:
-/// - by blocks of rows, each a single-threaded product. With `row`, a block's rows are
-///   set to it just before the kernel adds the product onto them, while the block is in
-///   cache ([`BIAS_BLOCK_ELEMENTS`]), rather than in a pass over the whole output first;
+/// - by blocks of rows, each a single-threaded product. With `row`, it is added to a
+///   block's rows right after the kernel wrote them, while the block is in cache
+///   ([`BIAS_BLOCK_ELEMENTS`]), rather than in a pass over the whole output afterwards.
+///   (Setting the rows to `row` first and having the kernel accumulate onto them measured
+///   2–10% slower on MAE's products with a bias: the kernel then reads its output too);
 /// - where the shared dimension is long beside the output (a weight gradient: a sum over
 ///   every row of a batch), by slices of that dimension, each product into its own
 ///   partial sum, added in order at the end. Split by rows, every task would repack the
@@ -118,21 +121,22 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
     let inner = if rows >= m { threads } else { Threads::One };
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(rows * n).enumerate().for_each(|(i, block)| {
-        if let Some(row) = row {
-            for r in block.chunks_mut(n) {
-                for (o, &v) in r.iter_mut().zip(row) {
-                    o.write(v);
-                }
-            }
-        }
         #[allow(unsafe_code)]
         // SAFETY: `block` holds whole rows of `out` (`n` elements each) that no other task
-        // touches; with `row` every element was written above and the kernel reads and
-        // updates it (`read_dst`), without it the kernel writes every element and reads none.
-        // `a` (from this block's first row on) and `b` hold the operands (asserted), and
-        // `out` is a fresh allocation, aliasing neither.
-        unsafe {
-            kernel(block.as_mut_ptr().cast(), n, (block.len() / n, n, k), a.skip_rows(i * rows), b, 1.0, row.is_some(), inner);
+        // touches; the kernel writes every element and reads none (no `read_dst`). `a` (from
+        // this block's first row on) and `b` hold the operands (asserted), and `out` is a
+        // fresh allocation, aliasing neither.
+        let block = unsafe {
+            kernel(block.as_mut_ptr().cast(), n, (block.len() / n, n, k), a.skip_rows(i * rows), b, 1.0, false, inner);
+            // Every element is initialized now, and `MaybeUninit<f32>` has the layout of `f32`.
+            &mut *(std::ptr::from_mut(block) as *mut [f32])
+        };
+        if let Some(row) = row {
+            vectorized(#[inline(always)] || {
+                for r in block.chunks_mut(n) {
+                    r.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+                }
+            });
         }
     });
     #[allow(unsafe_code)]
@@ -166,7 +170,7 @@ fn split_k((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, slice
 
 /// Fewest rows per thread when [`product`] splits a product by rows.
 const MIN_ROWS_PER_TASK: usize = 64;
-/// Elements of a block of output rows set to the bias and then accumulated into (256 KB):
+/// Elements of a block of output rows written by the kernel and then given the bias (256 KB):
 /// small enough to stay in a core's L2 cache between the two.
 const BIAS_BLOCK_ELEMENTS: usize = 1 << 16;
 /// Length of the slices of the shared dimension in a split product ...
