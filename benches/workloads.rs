@@ -24,7 +24,8 @@ use autodidact::models::vit::{VitConfig, VitPool};
 use autodidact::objectives::mae::MaskedAutoencoder;
 use autodidact::objectives::mlm::Mlm;
 use autodidact::objectives::simclr::SimClr;
-use autodidact::train::trainer::{AdamWSettings, build_optimizer, prepare_model};
+use autodidact::train::optim::build_optimizer;
+use autodidact::train::trainer::{AdamWSettings, prepare_model};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 

@@ -33,23 +33,26 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::attention::{MhaInput, MultiHeadAttention};
 use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
 use burn::nn::activation::Activation;
 use burn::nn::{BatchNorm, Dropout, LayerNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
+use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, Optimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+mod adamw;
 mod attention;
 mod conv;
 mod cross_entropy;
 mod gemm;
 mod linear;
 
+pub use adamw::AdamWStep;
 pub use linear::WeightLayout;
 
 /// True when `device` runs on burn's flex CPU backend (with or without autodiff).
@@ -448,6 +451,10 @@ pub trait FastOps: Backend {
     /// `out[b, j] = x[b, index[b·picks + j]]` for `x: [batch, n, dim]`, output `[batch,
     /// picks, dim]`.
     fn gather_rows(x: FloatTensor<Self>, index: Vec<usize>, picks: usize) -> FloatTensor<Self>;
+    /// One AdamW step of a parameter: `(parameter, first moment, second moment)` after it.
+    /// The previous moments are read only after the first step (`step.time > 1`); not
+    /// differentiated.
+    fn adamw_step(param: FloatTensor<Self>, grad: FloatTensor<Self>, moment_1: FloatTensor<Self>, moment_2: FloatTensor<Self>, step: AdamWStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -685,6 +692,18 @@ impl FastOps for Flex {
     fn gather_rows(x: FlexTensor, index: Vec<usize>, picks: usize) -> FlexTensor {
         gather_rows_forward(&x, &index, picks)
     }
+
+    fn adamw_step(param: FlexTensor, grad: FlexTensor, moment_1: FlexTensor, moment_2: FlexTensor, step: AdamWStep) -> (FlexTensor, FlexTensor, FlexTensor) {
+        adamw_step_flex(&param, &grad, &moment_1, &moment_2, step)
+    }
+}
+
+fn adamw_step_flex(param: &FlexTensor, grad: &FlexTensor, moment_1: &FlexTensor, moment_2: &FlexTensor, step: AdamWStep) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (param, grad) = (param.to_contiguous(), grad.to_contiguous());
+    let previous = (step.time > 1).then(|| (moment_1.to_contiguous(), moment_2.to_contiguous()));
+    let moments = previous.as_ref().map(|(m, v)| (slice_of(m), slice_of(v)));
+    let [p, m, v] = adamw::step(slice_of(&param), slice_of(&grad), moments, step);
+    (tensor_like(p, &param), tensor_like(m, &param), tensor_like(v, &param))
 }
 
 /// [`FastOps::gather_rows`] on flex; an index out of range gives a row of NaN.
@@ -1069,6 +1088,11 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self> {
         NoGradient.prepare::<C>([x.node()]).compute_bound().stateless(channel_moments_flex(x.primitive()))
     }
+
+    fn adamw_step(param: FloatTensor<Self>, grad: FloatTensor<Self>, moment_1: FloatTensor<Self>, moment_2: FloatTensor<Self>, step: AdamWStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, m, v) = adamw_step_flex(param.primitive(), grad.primitive(), moment_1.primitive(), moment_2.primitive(), step);
+        (Self::from_inner(p), Self::from_inner(m), Self::from_inner(v))
+    }
 }
 
 /// `layer` applied to the last dimension of `x` as one `[rows, in] × [in, out]` product.
@@ -1187,6 +1211,29 @@ pub fn attention(qkv: Tensor<3>, heads: usize, key_bias: Option<Tensor<2>>, prob
     }
     let probs = dropout(probs_dropout, softmax(scores));
     probs.matmul(split(2)).swap_dims(1, 2).reshape([b, t, h])
+}
+
+/// One AdamW step (Loshchilov & Hutter 2019, Algorithm 2) with the arithmetic of burn's
+/// `AdamW`: from a parameter, its gradient and the previous moments (`None` at the first
+/// step, `step.time == 1`), the new parameter and first and second moments. On flex one
+/// parallel pass writing all three, the same bits as burn's (`cpu/adamw.rs`); elsewhere
+/// burn's `AdamW` itself.
+///
+/// # Shapes
+/// - every tensor, in and out: the parameter's
+pub fn adamw_step<const D: usize>(param: Tensor<D>, grad: Tensor<D>, moments: Option<(Tensor<D>, Tensor<D>)>, step: AdamWStep) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    if is_flex(&param.device()) {
+        let (m, v) = moments.unwrap_or_else(|| (grad.clone(), grad.clone()));
+        let (p, m, v) = <Dispatch as FastOps>::adamw_step(param.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), step);
+        return (Tensor::from_dispatch(p), Tensor::from_dispatch(m), Tensor::from_dispatch(v));
+    }
+    let adamw = AdamWConfig::new().with_beta_1(step.beta_1).with_beta_2(step.beta_2).with_epsilon(step.epsilon).with_weight_decay(step.weight_decay).build();
+    let state = moments.map(|(m, v)| AdamWState::new(AdaptiveMomentumState::new(step.time.saturating_sub(1), m, v)));
+    let (p, state) = Optimizer::step(&adamw, step.lr, param, grad.clone(), state);
+    match state {
+        Some(AdamWState { momentum }) => (p, momentum.moment_1, momentum.moment_2),
+        None => (p, grad.zeros_like(), grad.zeros_like()),
+    }
 }
 
 /// Rows of `x` picked per example: `out[b, j] = x[b, index[b, j]]`. On flex one operation

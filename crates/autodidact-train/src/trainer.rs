@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use autodidact_core::objective::{BatchSize, BatchStream, Objective};
 use autodidact_core::seed::{Stream, derive_seed};
-use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use crate::checkpoint::{Checkpoints, TrainState};
 use crate::error::{Result, TrainError};
 use crate::metrics::MetricsLog;
+use crate::optim::build_optimizer;
 use crate::params::{clip_global_norm, with_stable_ids};
 use crate::schedule::LrSchedule;
 use crate::signals::StopOnSignal;
@@ -167,18 +168,6 @@ pub struct TrainSummary {
     pub stopped_early: bool,
     /// Steps skipped for a non-finite loss or gradient (whole run).
     pub skipped_steps: u64,
-}
-
-/// Builds AdamW with decay on matrices only.
-pub fn build_optimizer(settings: &AdamWSettings) -> ModuleOptimizer {
-    let decay = AdamWConfig::new()
-        .with_beta_1(settings.beta1 as f32)
-        .with_beta_2(settings.beta2 as f32)
-        .with_epsilon(settings.eps as f32)
-        .with_weight_decay(settings.weight_decay as f32);
-    // Path-matched group: parameters named `bias`, or LayerNorm `gamma`/`beta`.
-    let no_decay = ParamGroup::from_regex(r"(^|\.)(bias|gamma|beta)$").unwrap_or_else(|_| ParamGroup::from_predicate("bias"));
-    decay.init().with_group(no_decay, decay.clone().with_weight_decay(0.0).build(), None)
 }
 
 /// Prepares a model for training: stable parameter ids (so saved optimizer state matches

@@ -410,3 +410,34 @@ fn fused_batch_norm_matches_burn_with_all_gradients_and_running_statistics() {
     let ours_valid = ours_bn.clone().valid();
     assert_close("inference", &values(cpu::batch_norm(&ours_valid, eval.clone())), &values(ours_valid.forward(eval)));
 }
+
+#[test]
+fn fused_adamw_step_is_burns_adamw_bit_for_bit() {
+    use burn::optim::{AdamWConfig, AdamWState, Optimizer};
+    let _rng = rng_lock();
+    let device = Device::flex();
+    device.seed(11);
+    // Three parallel chunks, the last one partial.
+    let shape = [7, 5000];
+    for weight_decay in [0.05f32, 0.0] {
+        let burns = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.95).with_epsilon(1e-6).with_weight_decay(weight_decay).build();
+        let mut param = Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), &device);
+        let mut reference = param.clone();
+        let (mut moments, mut state): (Option<(Tensor<2>, Tensor<2>)>, Option<AdamWState<2>>) = (None, None);
+        for time in 1..=4 {
+            let grad = Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.01 * time as f64), &device);
+            let lr = 1.5e-3 / time as f64;
+            let step = cpu::AdamWStep { beta_1: 0.9, beta_2: 0.95, epsilon: 1e-6, weight_decay, lr, time };
+            let (p, m, v) = cpu::adamw_step(param, grad.clone(), moments, step);
+            let (r, s) = burns.step(lr, reference, grad, state);
+            let s = s.expect("AdamW keeps state");
+            for (what, ours, burns) in [("parameter", &p, &r), ("first moment", &m, &s.momentum.moment_1), ("second moment", &v, &s.momentum.moment_2)] {
+                let (ours, burns) = (values(ours.clone()), values(burns.clone()));
+                let differ = ours.iter().zip(&burns).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                assert_eq!(differ, 0, "{what} at step {time} (weight decay {weight_decay}): {differ} elements differ from burn's");
+            }
+            assert_eq!(s.momentum.time, time, "burn's step count");
+            (param, reference, moments, state) = (p, r, Some((m, v)), Some(s));
+        }
+    }
+}
