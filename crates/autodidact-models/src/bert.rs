@@ -18,7 +18,7 @@ use burn::nn::{
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::{WeightLayout, affine, attention_heads, dropout, gelu, layer_norm, linear};
+use crate::cpu::{WeightLayout, affine, attention_heads, dropout, gelu, layer_norm, linear, residual_linear};
 use crate::error::ModelError;
 
 /// BERT hyper-parameters; field names and meaning follow HF's `BertConfig`.
@@ -290,9 +290,9 @@ pub struct BertLayer {
 impl BertLayer {
     fn forward(&self, x: Tensor<3>, mask_bias: Option<Tensor<2>>, eps: f64) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
-        let x = layer_norm(&self.attention.output.layer_norm, eps, dropout(&self.attention.output.dropout, linear(&self.attention.output.dense, attn)) + x);
+        let x = layer_norm(&self.attention.output.layer_norm, eps, residual_linear(x, &self.attention.output.dropout, &self.attention.output.dense, attn));
         let h = gelu(linear(&self.intermediate.dense, x.clone()));
-        layer_norm(&self.output.layer_norm, eps, dropout(&self.output.dropout, linear(&self.output.dense, h)) + x)
+        layer_norm(&self.output.layer_norm, eps, residual_linear(x, &self.output.dropout, &self.output.dense, h))
     }
 }
 

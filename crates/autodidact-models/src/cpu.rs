@@ -34,7 +34,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::nn::attention::{MhaInput, MultiHeadAttention};
+use burn::nn::attention::MhaInput;
 use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
 use burn::nn::activation::Activation;
 use burn::nn::{BatchNorm, Dropout, LayerNorm, Linear, PaddingConfig2d};
@@ -162,12 +162,18 @@ impl DropoutMask {
     /// seed it (as burn's dropout draws its mask from that generator), so `device.seed` still
     /// fixes every mask.
     fn draw(layer: &Dropout, device: &Device) -> Option<Self> {
-        if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 || !is_flex(device) {
+        if Self::is_identity(layer, device) || !is_flex(device) {
             return None;
         }
         let draws = Tensor::<1>::random([2], Distribution::Default, device).into_data().try_to_vec::<f32>().unwrap_or_default();
         let seed = draws.iter().fold(0u64, |s, d| (s << 32) ^ u64::from(d.to_bits()));
         Some(Self::new(seed, 1.0 - layer.prob))
+    }
+
+    /// True where `layer` passes its input through (as [`Dropout::forward`]): outside
+    /// training, off an autodiff device, or at rate zero.
+    fn is_identity(layer: &Dropout, device: &Device) -> bool {
+        !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0
     }
 
     fn new(seed: u64, keep: f64) -> Self {
@@ -438,6 +444,8 @@ pub trait FastOps: Backend {
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x · W + bias` for `x: [rows, in]`, `bias: [out]`, `W` stored as `layout`.
     fn affine_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self>;
+    /// `residual + (x · W + bias)` for `x: [rows, in]`, `residual: [rows, out]`.
+    fn affine_residual_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self>;
     /// Per-row cross-entropy of `logits: [rows, classes]` against `labels` (one per row)
     /// with label smoothing, as `[rows]`; differentiated with respect to the logits.
     fn cross_entropy_rows(logits: FloatTensor<Self>, labels: Vec<usize>, smoothing: f32) -> FloatTensor<Self>;
@@ -509,13 +517,16 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps
     let x = x.to_contiguous();
     let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
     let (g, b) = (slice_of(&gamma), slice_of(&beta));
-    let cols = g.len().max(1);
     let xs = slice_of(&x);
-    let rows = xs.len() / cols;
-    let mut out = vec![0.0f32; xs.len()];
+    let cols = g.len();
+    assert!(cols > 0 && b.len() == cols && xs.len() % cols == 0, "layer_norm: rows of {} elements do not fit gamma and beta of {cols} and {}", xs.len(), b.len());
+    let (rows, len) = (xs.len() / cols, xs.len());
+    // Written row by row below, never zero-filled first (that fill ran on the calling thread).
+    let mut out = Vec::with_capacity(len);
     let mut mean = vec![0.0f32; rows];
     let mut rstd = vec![0.0f32; rows];
-    out.par_chunks_mut(cols * ROWS_PER_TASK)
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(cols * ROWS_PER_TASK)
         .zip(xs.par_chunks(cols * ROWS_PER_TASK))
         .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
         .for_each(|((o, x), (mean, rstd))| {
@@ -527,11 +538,17 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps
                     let var = squares / cols as f32;
                     (*mean, *rstd) = (m, 1.0 / (var + epsilon as f32).sqrt());
                     for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(g).zip(b) {
-                        *o = (v - *mean) * *rstd * g + b;
+                        o.write((v - *mean) * *rstd * g + b);
                     }
                 }
             })
         });
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks cover the first `len` elements, whole rows of `cols` (asserted), and
+    // the loop above wrote every element of each row (`gamma` and `beta` hold `cols` each).
+    unsafe {
+        out.set_len(len);
+    }
     (tensor_like(out, &x), mean, rstd)
 }
 
@@ -674,7 +691,11 @@ impl FastOps for Flex {
     }
 
     fn affine_rows(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, layout: WeightLayout) -> FlexTensor {
-        linear::forward(&x, &weight, &bias, layout)
+        linear::forward(&x, &weight, &bias, layout, None)
+    }
+
+    fn affine_residual_rows(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, residual: FlexTensor, layout: WeightLayout) -> FlexTensor {
+        linear::forward(&x, &weight, &bias, layout, Some(&residual))
     }
 
     fn cross_entropy_rows(logits: FlexTensor, labels: Vec<usize>, smoothing: f32) -> FlexTensor {
@@ -928,6 +949,22 @@ impl Backward<Flex, 3> for AffineBackward {
     }
 }
 
+/// [`AffineBackward`] plus the residual, whose gradient is the output's.
+#[derive(Debug)]
+struct AffineResidualBackward;
+
+impl Backward<Flex, 4> for AffineResidualBackward {
+    /// Input, weight and the weight's layout.
+    type State = (FlexTensor, FlexTensor, WeightLayout);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        differentiate(ops, grads, |(x, weight, layout), grad, [want_x, want_w, want_b, want_residual]| {
+            let [dx, dw, db] = linear::backward(&x, &weight, &grad, layout, [want_x, want_w, want_b]);
+            [dx, dw, db, want_residual.then_some(grad)]
+        });
+    }
+}
+
 /// A backward pass: takes the output's gradient, hands `compute` the saved state, that
 /// gradient and which parents are tracked, and registers the gradients it returns.
 fn differentiate<S, const N: usize>(ops: Ops<S, N>, grads: &mut Gradients, compute: impl FnOnce(S, FlexTensor, [bool; N]) -> [Option<FlexTensor>; N]) {
@@ -1042,10 +1079,21 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
     fn affine_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self> {
         match AffineBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let out = linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout);
+                let out = linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout, None);
                 prep.finish((x.primitive().clone(), weight.primitive().clone(), layout), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout)),
+            OpsKind::UnTracked(prep) => prep.finish(linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout, None)),
+        }
+    }
+
+    fn affine_residual_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self> {
+        let out = || linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout, Some(residual.primitive()));
+        match AffineResidualBackward.prepare::<C>([x.node(), weight.node(), bias.node(), residual.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = out();
+                prep.finish((x.primitive().clone(), weight.primitive().clone(), layout), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out()),
         }
     }
 
@@ -1127,14 +1175,35 @@ pub fn affine<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>, 
     })
 }
 
+/// `residual + dropout(layer(x))`, the residual branch of a transformer block. On flex, where
+/// `dropout` is inactive (its rate zero, or not training), one operation: the residual is
+/// added as each block of the product is written, and its gradient is the output's.
+///
+/// # Shapes
+/// - `x`: `[..., in]`, `residual` and output: `[..., out]`
+pub fn residual_linear<const D: usize>(residual: Tensor<D>, dropout_layer: &Dropout, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    match &layer.bias {
+        Some(bias) if is_flex(&device) && DropoutMask::is_identity(dropout_layer, &device) => {
+            let [weight, bias, residual] = [layer.weight.val().into_dispatch(), bias.val().into_dispatch(), flat_rows(residual).into_dispatch()];
+            on_rows(x, |x| Tensor::from_dispatch(<Dispatch as FastOps>::affine_residual_rows(x.into_dispatch(), weight, bias, residual, WeightLayout::InOut)))
+        }
+        _ => residual + dropout(dropout_layer, linear(layer, x)),
+    }
+}
+
 /// `f` applied to the rows of `x` flattened to `[rows, last]`, its output reshaped back.
 fn on_rows<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
+    let mut dims = x.dims();
+    let y = f(flat_rows(x));
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
+}
+
+/// `x` as `[rows, last]`, its leading dimensions flattened.
+fn flat_rows<const D: usize>(x: Tensor<D>) -> Tensor<2> {
     let dims = x.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let y = f(x.reshape([rows, dims[D - 1]]));
-    let mut out = dims;
-    out[D - 1] = y.dims()[1];
-    y.reshape(out)
+    x.reshape([dims[..D - 1].iter().product::<usize>(), dims[D - 1]])
 }
 
 /// `encoder` (burn's transformer encoder, without masks, its LayerNorms built with `epsilon`)
@@ -1150,22 +1219,21 @@ pub fn transformer_encoder(encoder: &TransformerEncoder, epsilon: f64, x: Tensor
 /// before the feed-forward block (pre-LN); otherwise `norm_1` and `norm_2` after them (post-LN).
 fn encoder_layer(layer: &TransformerEncoderLayer, eps: f64, x: Tensor<3>) -> Tensor<3> {
     let attention_in = if layer.norm_first { layer_norm(&layer.norm_2, eps, x.clone()) } else { x.clone() };
-    let mut x = x + dropout(&layer.dropout, self_attention(&layer.mha, attention_in));
+    let mha = &layer.mha;
+    let mut x = if mha.quiet_softmax {
+        x + dropout(&layer.dropout, mha.forward(MhaInput::self_attn(attention_in)).context)
+    } else {
+        let context = attention_heads([&mha.query, &mha.key, &mha.value], &mha.dropout, mha.n_heads, attention_in, None);
+        residual_linear(x, &layer.dropout, &mha.output, context)
+    };
     let ff_in = if layer.norm_first {
         layer_norm(&layer.norm_1, eps, x.clone())
     } else {
         x = layer_norm(&layer.norm_1, eps, x);
         x.clone()
     };
-    let x = x + dropout(&layer.dropout, feed_forward(&layer.pwff, ff_in));
+    let x = residual_linear(x, &layer.dropout, &layer.pwff.linear_outer, feed_forward_hidden(&layer.pwff, ff_in));
     if layer.norm_first { x } else { layer_norm(&layer.norm_2, eps, x) }
-}
-
-fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
-    if mha.quiet_softmax {
-        return mha.forward(MhaInput::self_attn(x)).context;
-    }
-    linear(&mha.output, attention_heads([&mha.query, &mha.key, &mha.value], &mha.dropout, mha.n_heads, x, None))
 }
 
 /// Multi-head self-attention before its output projection: `x` projected to q, k and v by
@@ -1253,11 +1321,13 @@ pub fn gather_rows(x: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
     x.gather(1, index.reshape([b, k, 1]).expand([b, k, d]))
 }
 
-fn feed_forward(ff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
+/// The hidden layer of a position-wise feed-forward block: its inner Linear, activation and
+/// dropout (the outer Linear is [`residual_linear`]'s).
+fn feed_forward_hidden(ff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
     let h = linear(&ff.linear_inner, x);
     let h = match &ff.activation {
         Activation::Gelu(g) if !g.approximate => gelu(h),
         other => other.forward(h),
     };
-    linear(&ff.linear_outer, dropout(&ff.dropout, h))
+    dropout(&ff.dropout, h)
 }

@@ -84,37 +84,50 @@ pub(super) fn gemm_scaled(dst: &mut [f32], dst_stride: usize, (m, n, k): (usize,
     }
 }
 
-/// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), plus `row` added to
-/// every row where given; the kernel writes the memory, never zero-filled first.
+/// What is added to a product as its output is written: a row added to every row (a bias)
+/// and then a whole `m × n` row-major matrix (a residual), each where given.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Addends<'a> {
+    pub(super) row: Option<&'a [f32]>,
+    pub(super) matrix: Option<&'a [f32]>,
+}
+
+impl Addends<'_> {
+    fn any(&self) -> bool {
+        self.row.is_some() || self.matrix.is_some()
+    }
+}
+
+/// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), plus `add`'s row
+/// and then its matrix where given, `(a·b + row) + matrix`; the kernel writes the memory,
+/// never zero-filled first.
 ///
 /// Large products run on rayon's pool with [`Threads::All`], in one of two ways:
-/// - by blocks of rows, each a single-threaded product. With `row`, it is added to a
-///   block's rows right after the kernel wrote them, while the block is in cache
+/// - by blocks of rows, each a single-threaded product. The addends are added to a block's
+///   rows right after the kernel wrote them, while the block is in cache
 ///   ([`BIAS_BLOCK_ELEMENTS`]), rather than in a pass over the whole output afterwards.
-///   (Setting the rows to `row` first and having the kernel accumulate onto them measured
+///   (Setting the rows to a bias first and having the kernel accumulate onto them measured
 ///   2–10% slower on MAE's products with a bias: the kernel then reads its output too);
 /// - where the shared dimension is long beside the output (a weight gradient: a sum over
 ///   every row of a batch), by slices of that dimension, each product into its own
 ///   partial sum, added in order at the end. Split by rows, every task would repack the
 ///   whole of the other long operand. The slices depend only on the shape
 ///   ([`SPLIT_K_SLICE`]), so the sum's bits do not depend on the thread count.
-pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, row: Option<&[f32]>, threads: Threads) -> Vec<f32> {
-    assert!(a.holds(m, k) && b.holds(k, n) && row.is_none_or(|r| r.len() == n), "gemm operands out of bounds");
+pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, add: Addends<'_>, threads: Threads) -> Vec<f32> {
+    let fits = add.row.is_none_or(|r| r.len() == n) && add.matrix.is_none_or(|x| x.len() == m * n);
+    assert!(a.holds(m, k) && b.holds(k, n) && fits, "gemm operands out of bounds");
     let len = m * n;
     if len == 0 {
         return Vec::new();
     }
-    if k == 0 {
-        return row.map_or_else(|| vec![0.0; len], |row| row.repeat(m));
-    }
     let parallel = matches!(threads, Threads::All) && m * n * k >= PARALLEL_MIN_MACS;
     let slices = k / SPLIT_K_SLICE;
-    if parallel && row.is_none() && slices > 1 && k >= SPLIT_K_RATIO * (m + n) {
+    if parallel && !add.any() && slices > 1 && k >= SPLIT_K_RATIO * (m + n) {
         return split_k((m, n, k), a, b, slices.min(MAX_SPLIT_K_SLICES));
     }
     let workers = if parallel { rayon::current_num_threads() } else { 1 };
     let mut rows = m.div_ceil((m / MIN_ROWS_PER_TASK).clamp(1, workers));
-    if row.is_some() {
+    if add.any() {
         rows = rows.min((BIAS_BLOCK_ELEMENTS / n).max(MIN_ROWS_PER_TASK));
     }
     // One block: the kernel may use rayon itself (gemm's own split of a large product).
@@ -123,20 +136,28 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
     out.spare_capacity_mut()[..len].par_chunks_mut(rows * n).enumerate().for_each(|(i, block)| {
         #[allow(unsafe_code)]
         // SAFETY: `block` holds whole rows of `out` (`n` elements each) that no other task
-        // touches; the kernel writes every element and reads none (no `read_dst`). `a` (from
-        // this block's first row on) and `b` hold the operands (asserted), and `out` is a
-        // fresh allocation, aliasing neither.
+        // touches; the kernel writes every element and reads none (no `read_dst`), or with
+        // `k == 0` the fill does. `a` (from this block's first row on) and `b` hold the
+        // operands (asserted), and `out` is a fresh allocation, aliasing neither.
         let block = unsafe {
-            kernel(block.as_mut_ptr().cast(), n, (block.len() / n, n, k), a.skip_rows(i * rows), b, 1.0, false, inner);
+            if k == 0 {
+                block.fill(std::mem::MaybeUninit::new(0.0));
+            } else {
+                kernel(block.as_mut_ptr().cast(), n, (block.len() / n, n, k), a.skip_rows(i * rows), b, 1.0, false, inner);
+            }
             // Every element is initialized now, and `MaybeUninit<f32>` has the layout of `f32`.
             &mut *(std::ptr::from_mut(block) as *mut [f32])
         };
-        if let Some(row) = row {
+        if let Some(row) = add.row {
             vectorized(#[inline(always)] || {
                 for r in block.chunks_mut(n) {
                     r.iter_mut().zip(row).for_each(|(o, v)| *o += v);
                 }
             });
+        }
+        if let Some(matrix) = add.matrix {
+            let matrix = &matrix[i * rows * n..][..block.len()];
+            vectorized(#[inline(always)] || block.iter_mut().zip(matrix).for_each(|(o, v)| *o += v));
         }
     });
     #[allow(unsafe_code)]
@@ -147,7 +168,7 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
     out
 }
 
-/// [`product`] (without `row`) as the sum of the products over `slices` slices of the shared
+/// [`product`] (without addends) as the sum of the products over `slices` slices of the shared
 /// dimension, in parallel; the partial sums are added in slice order.
 fn split_k((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, slices: usize) -> Vec<f32> {
     let step = k.div_ceil(slices);
@@ -155,7 +176,7 @@ fn split_k((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, slice
         .into_par_iter()
         .map(|s| {
             let start = s * step;
-            product((m, n, step.min(k - start)), a.skip_cols(start), b.skip_rows(start), None, Threads::One)
+            product((m, n, step.min(k - start)), a.skip_cols(start), b.skip_rows(start), Addends::default(), Threads::One)
         })
         .collect();
     let rest = partials.split_off(1);

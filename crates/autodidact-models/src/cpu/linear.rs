@@ -7,7 +7,8 @@
 //! every output is written once: the forward starts from the bias rows and accumulates the
 //! product onto them, and the gradients are products into fresh memory.
 //!
-//! - forward: `Y = X · W + b`
+//! - forward: `Y = X · W + b`, or `Y = R + (X · W + b)` with a residual `R` added as the
+//!   product is written (its gradient is `dY` itself)
 //! - input gradient: `dX = dY · Wᵀ`
 //! - weight gradient: `dW = Xᵀ · dY` (`[in, out]`) or `dYᵀ · X` (`[out, in]`)
 //! - bias gradient: `db = Σ_rows dY`
@@ -17,7 +18,7 @@ use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use super::gemm::{Matrix, Threads, product};
+use super::gemm::{Addends, Matrix, Threads, product};
 use super::{ROWS_PER_TASK, slice_of, vectorized};
 
 /// How an affine map's weight is stored.
@@ -55,14 +56,17 @@ fn weight_out_in(ws: &[f32], (d_in, d_out): (usize, usize), layout: WeightLayout
     }
 }
 
-/// `x · W + bias` for `x: [rows, in]`, `bias: [out]`; output `[rows, out]`.
-pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, layout: WeightLayout) -> FlexTensor {
+/// `x · W + bias` for `x: [rows, in]`, `bias: [out]`, plus `residual` (`[rows, out]`) where
+/// given, added as each block of the product is written; output `[rows, out]`.
+pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, layout: WeightLayout, residual: Option<&FlexTensor>) -> FlexTensor {
     let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+    let residual = residual.map(FlexTensor::to_contiguous);
     let dims = features(&weight, layout);
     let (d_in, d_out) = dims;
     let xs = slice_of(&x);
     let rows = x.shape().dims::<2>()[0];
-    let y = product((rows, d_out, d_in), Matrix::rows(xs, d_in), weight_in_out(slice_of(&weight), dims, layout), Some(slice_of(&bias)), Threads::All);
+    let add = Addends { row: Some(slice_of(&bias)), matrix: residual.as_ref().map(slice_of) };
+    let y = product((rows, d_out, d_in), Matrix::rows(xs, d_in), weight_in_out(slice_of(&weight), dims, layout), add, Threads::All);
     FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
 }
 
@@ -76,13 +80,13 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, lay
     let rows = x.shape().dims::<2>()[0];
     let [want_x, want_w, want_b] = wanted;
     let dx = want_x.then(|| {
-        let dx = product((rows, d_in, d_out), Matrix::rows(dys, d_out), weight_out_in(ws, dims, layout), None, Threads::All);
+        let dx = product((rows, d_in, d_out), Matrix::rows(dys, d_out), weight_out_in(ws, dims, layout), Addends::default(), Threads::All);
         FlexTensor::from_data(TensorData::new(dx, [rows, d_in]))
     });
     let dw = want_w.then(|| {
         let dw = match layout {
-            WeightLayout::InOut => product((d_in, d_out, rows), Matrix::transposed(xs, d_in), Matrix::rows(dys, d_out), None, Threads::All),
-            WeightLayout::OutIn => product((d_out, d_in, rows), Matrix::transposed(dys, d_out), Matrix::rows(xs, d_in), None, Threads::All),
+            WeightLayout::InOut => product((d_in, d_out, rows), Matrix::transposed(xs, d_in), Matrix::rows(dys, d_out), Addends::default(), Threads::All),
+            WeightLayout::OutIn => product((d_out, d_in, rows), Matrix::transposed(dys, d_out), Matrix::rows(xs, d_in), Addends::default(), Threads::All),
         };
         FlexTensor::from_data(TensorData::new(dw, weight.shape()))
     });

@@ -326,6 +326,34 @@ fn fused_affine_matches_burn_with_all_gradients_in_both_weight_layouts() {
 }
 
 #[test]
+fn fused_residual_linear_matches_burn_with_all_gradients() {
+    let _rng = rng_lock();
+    use burn::nn::LinearConfig;
+    let device = flex();
+    device.seed(9);
+    let no_dropout = DropoutConfig::new(0.0).init();
+    // One block of output rows; several (the residual added block by block).
+    for (batch, rows, d_in, d_out) in [(2, 5, 7, 3), (4, 1100, 40, 56)] {
+        let layer = LinearConfig::new(d_in, d_out).init(&device);
+        let x = Tensor::<3>::random([batch, rows, d_in], Distribution::Normal(0.0, 1.0), &device);
+        let residual = Tensor::<3>::random([batch, rows, d_out], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<3>::random([batch, rows, d_out], Distribution::Normal(0.0, 1.0), &device);
+        let run = |f: &dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<3>| {
+            let (xg, residual) = (x.clone().require_grad(), residual.clone().require_grad());
+            let y = f(residual.clone(), xg.clone());
+            let grads = (y.clone() * r.clone()).sum().backward();
+            let bias = layer.bias.as_ref().expect("bias").val();
+            [y, xg.grad(&grads).expect("x"), residual.grad(&grads).expect("residual")].map(values).into_iter().chain([values(layer.weight.val().grad(&grads).expect("weight")), values(bias.grad(&grads).expect("bias"))]).collect::<Vec<_>>()
+        };
+        let ours = run(&|residual, x| cpu::residual_linear(residual, &no_dropout, &layer, x));
+        let burns = run(&|residual, x| residual + layer.forward(x));
+        for ((name, a), b) in ["output", "input gradient", "residual gradient", "weight gradient", "bias gradient"].iter().zip(&ours).zip(&burns) {
+            assert_close(&format!("residual linear {rows}x{d_in}->{d_out} {name}"), a, b);
+        }
+    }
+}
+
+#[test]
 fn transformer_encoder_matches_burns_forward_pre_and_post_norm() {
     let _rng = rng_lock();
     use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
