@@ -1175,21 +1175,31 @@ pub fn affine<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>, 
     })
 }
 
-/// `residual + dropout(layer(x))`, the residual branch of a transformer block. On flex, where
-/// `dropout` is inactive (its rate zero, or not training), one operation: the residual is
-/// added as each block of the product is written, and its gradient is the output's.
+/// `addend + layer(x)`. On flex one operation: `addend` is added as each block of the
+/// product is written, and its gradient is the output's.
+///
+/// # Shapes
+/// - `x`: `[..., in]`, `addend` and output: `[..., out]`
+pub fn linear_add<const D: usize>(layer: &Linear, x: Tensor<D>, addend: Tensor<D>) -> Tensor<D> {
+    match &layer.bias {
+        Some(bias) if is_flex(&x.device()) => {
+            let [weight, bias, addend] = [layer.weight.val().into_dispatch(), bias.val().into_dispatch(), flat_rows(addend).into_dispatch()];
+            on_rows(x, |x| Tensor::from_dispatch(<Dispatch as FastOps>::affine_residual_rows(x.into_dispatch(), weight, bias, addend, WeightLayout::InOut)))
+        }
+        _ => addend + linear(layer, x),
+    }
+}
+
+/// `residual + dropout(layer(x))`, the residual branch of a transformer block: where
+/// `dropout` is inactive (its rate zero, or not training), [`linear_add`].
 ///
 /// # Shapes
 /// - `x`: `[..., in]`, `residual` and output: `[..., out]`
 pub fn residual_linear<const D: usize>(residual: Tensor<D>, dropout_layer: &Dropout, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    match &layer.bias {
-        Some(bias) if is_flex(&device) && DropoutMask::is_identity(dropout_layer, &device) => {
-            let [weight, bias, residual] = [layer.weight.val().into_dispatch(), bias.val().into_dispatch(), flat_rows(residual).into_dispatch()];
-            on_rows(x, |x| Tensor::from_dispatch(<Dispatch as FastOps>::affine_residual_rows(x.into_dispatch(), weight, bias, residual, WeightLayout::InOut)))
-        }
-        _ => residual + dropout(dropout_layer, linear(layer, x)),
+    if DropoutMask::is_identity(dropout_layer, &x.device()) {
+        return linear_add(layer, x, residual);
     }
+    residual + dropout(dropout_layer, linear(layer, x))
 }
 
 /// `f` applied to the rows of `x` flattened to `[rows, last]`, its output reshaped back.

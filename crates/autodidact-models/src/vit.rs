@@ -193,7 +193,8 @@ impl Vit {
                 (crate::cpu::gather_rows(patches, keep), Tensor::from_data(TensorData::new(pos, [b, n, self.config.dim]), &device))
             }
         };
-        crate::cpu::linear(&self.patch_embed, patches) + pos
+        let [_, n, _] = patches.dims();
+        crate::cpu::linear_add(&self.patch_embed, patches, pos.expand([b, n, self.config.dim]))
     }
 
     /// The fixed position embeddings of patches `index` (rows of `dim`, one per index; a
@@ -201,7 +202,14 @@ impl Vit {
     fn kept_positions(&self, index: impl Iterator<Item = i64>) -> Vec<f32> {
         let dim = self.config.dim;
         let row = |i: i64| usize::try_from(i).ok().and_then(|i| self.pos_embed.get((1 + i) * dim..(2 + i) * dim));
-        index.flat_map(|i| row(i).map_or_else(|| vec![f32::NAN; dim], <[f32]>::to_vec)).collect()
+        let mut out = Vec::with_capacity(index.size_hint().0 * dim);
+        for i in index {
+            match row(i) {
+                Some(row) => out.extend_from_slice(row),
+                None => out.resize(out.len() + dim, f32::NAN),
+            }
+        }
+        out
     }
 
     /// Prepends the class token (with its zero position embedding), runs the blocks and the
