@@ -162,18 +162,12 @@ impl DropoutMask {
     /// seed it (as burn's dropout draws its mask from that generator), so `device.seed` still
     /// fixes every mask.
     fn draw(layer: &Dropout, device: &Device) -> Option<Self> {
-        if Self::is_identity(layer, device) || !is_flex(device) {
+        if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 || !is_flex(device) {
             return None;
         }
         let draws = Tensor::<1>::random([2], Distribution::Default, device).into_data().try_to_vec::<f32>().unwrap_or_default();
         let seed = draws.iter().fold(0u64, |s, d| (s << 32) ^ u64::from(d.to_bits()));
         Some(Self::new(seed, 1.0 - layer.prob))
-    }
-
-    /// True where `layer` passes its input through (as [`Dropout::forward`]): outside
-    /// training, off an autodiff device, or at rate zero.
-    fn is_identity(layer: &Dropout, device: &Device) -> bool {
-        !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0
     }
 
     fn new(seed: u64, keep: f64) -> Self {
@@ -197,10 +191,21 @@ impl DropoutMask {
             #[inline(always)]
             || {
                 for ((o, &v), i) in out.iter_mut().zip(x).zip(first..) {
-                    *o = if kept(self.seed, i, self.threshold) { v * self.scale } else { 0.0 };
+                    *o = self.at(i, v);
                 }
             },
         )
+    }
+
+    /// [`DropoutMask::apply_into`] in place.
+    fn apply_in_place(self, first: u64, x: &mut [f32]) {
+        vectorized(#[inline(always)] || x.iter_mut().zip(first..).for_each(|(v, i)| *v = self.at(i, *v)));
+    }
+
+    /// Element `i` of a masked tensor whose value before the mask is `v`.
+    #[inline(always)]
+    fn at(self, i: u64, v: f32) -> f32 {
+        if kept(self.seed, i, self.threshold) { v * self.scale } else { 0.0 }
     }
 }
 
@@ -230,6 +235,18 @@ const ELEMENTS_PER_TASK: usize = 1 << 14;
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
+}
+
+/// The sum of `partials` (each `len` long), added in their order. Partial sums made by
+/// parallel tasks are added this way rather than with rayon's `reduce`, which combines them
+/// in a tree shaped by work stealing: float addition is not associative, so that sum's last
+/// bits changed from run to run (and with the thread count).
+fn add_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut sum = vec![0.0f32; len];
+    for part in &partials {
+        vectorized(#[inline(always)] || sum.iter_mut().zip(part).for_each(|(s, v)| *s += v));
+    }
+    sum
 }
 
 fn slice_of(t: &FlexTensor) -> &[f32] {
@@ -444,8 +461,9 @@ pub trait FastOps: Backend {
     fn channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x · W + bias` for `x: [rows, in]`, `bias: [out]`, `W` stored as `layout`.
     fn affine_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self>;
-    /// `residual + (x · W + bias)` for `x: [rows, in]`, `residual: [rows, out]`.
-    fn affine_residual_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self>;
+    /// `residual + dropout(x · W + bias)` for `x: [rows, in]`, `residual: [rows, out]`, the
+    /// dropout `mask` where given.
+    fn affine_residual_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, layout: WeightLayout, mask: Option<DropoutMask>) -> FloatTensor<Self>;
     /// Per-row cross-entropy of `logits: [rows, classes]` against `labels` (one per row)
     /// with label smoothing, as `[rows]`; differentiated with respect to the logits.
     fn cross_entropy_rows(logits: FloatTensor<Self>, labels: Vec<usize>, smoothing: f32) -> FloatTensor<Self>;
@@ -694,8 +712,8 @@ impl FastOps for Flex {
         linear::forward(&x, &weight, &bias, layout, None)
     }
 
-    fn affine_residual_rows(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, residual: FlexTensor, layout: WeightLayout) -> FlexTensor {
-        linear::forward(&x, &weight, &bias, layout, Some(&residual))
+    fn affine_residual_rows(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, residual: FlexTensor, layout: WeightLayout, mask: Option<DropoutMask>) -> FlexTensor {
+        linear::forward(&x, &weight, &bias, layout, Some((&residual, mask)))
     }
 
     fn cross_entropy_rows(logits: FlexTensor, labels: Vec<usize>, smoothing: f32) -> FlexTensor {
@@ -846,8 +864,8 @@ impl Backward<Flex, 3> for NormBackward {
 fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32], want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let cols = g.len().max(1);
     let chunk = cols * ROWS_PER_TASK;
-    // dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy: partial sums per task, then added.
-    let (dgamma, dbeta) = xs
+    // dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy: partial sums per task, then added in order.
+    let (dgamma, dbeta): (Vec<_>, Vec<_>) = xs
         .par_chunks(chunk)
         .zip(gs.par_chunks(chunk))
         .zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK)))
@@ -863,14 +881,8 @@ fn layer_norm_grads(xs: &[f32], gs: &[f32], g: &[f32], mean: &[f32], rstd: &[f32
             });
             (dg, db)
         })
-        .reduce(
-            || (vec![0.0f32; cols], vec![0.0f32; cols]),
-            |(mut a, mut b), (c, d)| {
-                a.iter_mut().zip(&c).for_each(|(a, c)| *a += c);
-                b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
-                (a, b)
-            },
-        );
+        .unzip();
+    let (dgamma, dbeta) = (add_in_order(dgamma, cols), add_in_order(dbeta, cols));
     let dx = want_dx.then(|| {
         // dx = (1/σ) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
         par_new(xs.len(), chunk, |i, dx| {
@@ -949,17 +961,19 @@ impl Backward<Flex, 3> for AffineBackward {
     }
 }
 
-/// [`AffineBackward`] plus the residual, whose gradient is the output's.
+/// [`AffineBackward`] behind a dropout mask, plus the residual, whose gradient is the
+/// output's.
 #[derive(Debug)]
 struct AffineResidualBackward;
 
 impl Backward<Flex, 4> for AffineResidualBackward {
-    /// Input, weight and the weight's layout.
-    type State = (FlexTensor, FlexTensor, WeightLayout);
+    /// Input, weight, the weight's layout and the dropout mask.
+    type State = (FlexTensor, FlexTensor, WeightLayout, Option<DropoutMask>);
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        differentiate(ops, grads, |(x, weight, layout), grad, [want_x, want_w, want_b, want_residual]| {
-            let [dx, dw, db] = linear::backward(&x, &weight, &grad, layout, [want_x, want_w, want_b]);
+        differentiate(ops, grads, |(x, weight, layout, mask), grad, [want_x, want_w, want_b, want_residual]| {
+            let dropped = mask.map(|mask| mask.apply(&grad));
+            let [dx, dw, db] = linear::backward(&x, &weight, dropped.as_ref().unwrap_or(&grad), layout, [want_x, want_w, want_b]);
             [dx, dw, db, want_residual.then_some(grad)]
         });
     }
@@ -1086,12 +1100,12 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
-    fn affine_residual_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, layout: WeightLayout) -> FloatTensor<Self> {
-        let out = || linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout, Some(residual.primitive()));
+    fn affine_residual_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, layout: WeightLayout, mask: Option<DropoutMask>) -> FloatTensor<Self> {
+        let out = || linear::forward(x.primitive(), weight.primitive(), bias.primitive(), layout, Some((residual.primitive(), mask)));
         match AffineResidualBackward.prepare::<C>([x.node(), weight.node(), bias.node(), residual.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let out = out();
-                prep.finish((x.primitive().clone(), weight.primitive().clone(), layout), out)
+                prep.finish((x.primitive().clone(), weight.primitive().clone(), layout, mask), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(out()),
         }
@@ -1181,25 +1195,36 @@ pub fn affine<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>, 
 /// # Shapes
 /// - `x`: `[..., in]`, `addend` and output: `[..., out]`
 pub fn linear_add<const D: usize>(layer: &Linear, x: Tensor<D>, addend: Tensor<D>) -> Tensor<D> {
-    match &layer.bias {
-        Some(bias) if is_flex(&x.device()) => {
-            let [weight, bias, addend] = [layer.weight.val().into_dispatch(), bias.val().into_dispatch(), flat_rows(addend).into_dispatch()];
-            on_rows(x, |x| Tensor::from_dispatch(<Dispatch as FastOps>::affine_residual_rows(x.into_dispatch(), weight, bias, addend, WeightLayout::InOut)))
-        }
-        _ => addend + linear(layer, x),
-    }
+    add_dropped_linear(addend, None, layer, x)
 }
 
-/// `residual + dropout(layer(x))`, the residual branch of a transformer block: where
-/// `dropout` is inactive (its rate zero, or not training), [`linear_add`].
+/// `residual + dropout(layer(x))`, the residual branch of a transformer block. On flex one
+/// operation: the dropout mask (the same as [`dropout`]'s, drawn at the same point) and the
+/// residual are applied as each block of the product is written.
 ///
 /// # Shapes
 /// - `x`: `[..., in]`, `residual` and output: `[..., out]`
 pub fn residual_linear<const D: usize>(residual: Tensor<D>, dropout_layer: &Dropout, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if DropoutMask::is_identity(dropout_layer, &x.device()) {
-        return linear_add(layer, x, residual);
+    add_dropped_linear(residual, Some(dropout_layer), layer, x)
+}
+
+/// `addend + dropout(layer(x))`, without the dropout where `dropout_layer` is `None`.
+fn add_dropped_linear<const D: usize>(addend: Tensor<D>, dropout_layer: Option<&Dropout>, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    match &layer.bias {
+        Some(bias) if is_flex(&device) => {
+            let mask = dropout_layer.and_then(|d| DropoutMask::draw(d, &device));
+            let [weight, bias, addend] = [layer.weight.val().into_dispatch(), bias.val().into_dispatch(), flat_rows(addend).into_dispatch()];
+            on_rows(x, |x| Tensor::from_dispatch(<Dispatch as FastOps>::affine_residual_rows(x.into_dispatch(), weight, bias, addend, WeightLayout::InOut, mask)))
+        }
+        _ => {
+            let y = linear(layer, x);
+            addend + match dropout_layer {
+                Some(d) => dropout(d, y),
+                None => y,
+            }
+        }
     }
-    residual + dropout(dropout_layer, linear(layer, x))
 }
 
 /// `f` applied to the rows of `x` flattened to `[rows, last]`, its output reshaped back.

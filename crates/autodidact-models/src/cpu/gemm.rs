@@ -84,23 +84,26 @@ pub(super) fn gemm_scaled(dst: &mut [f32], dst_stride: usize, (m, n, k): (usize,
     }
 }
 
-/// What is added to a product as its output is written: a row added to every row (a bias)
-/// and then a whole `m × n` row-major matrix (a residual), each where given.
+/// What is done to a product as its output is written, in this order, each where given: a
+/// row added to every row (a bias); a map rewriting each block of output in place (a dropout
+/// mask), given the index of the block's first element; a whole `m × n` row-major matrix
+/// added (a residual).
 #[derive(Clone, Copy, Default)]
 pub(super) struct Addends<'a> {
     pub(super) row: Option<&'a [f32]>,
+    pub(super) map: Option<&'a (dyn Fn(usize, &mut [f32]) + Sync)>,
     pub(super) matrix: Option<&'a [f32]>,
 }
 
 impl Addends<'_> {
     fn any(&self) -> bool {
-        self.row.is_some() || self.matrix.is_some()
+        self.row.is_some() || self.map.is_some() || self.matrix.is_some()
     }
 }
 
-/// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), plus `add`'s row
-/// and then its matrix where given, `(a·b + row) + matrix`; the kernel writes the memory,
-/// never zero-filled first.
+/// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), then `add`'s
+/// operations, `map(a·b + row) + matrix`; the kernel writes the memory, never zero-filled
+/// first.
 ///
 /// Large products run on rayon's pool with [`Threads::All`], in one of two ways:
 /// - by blocks of rows, each a single-threaded product. The addends are added to a block's
@@ -154,6 +157,9 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
                     r.iter_mut().zip(row).for_each(|(o, v)| *o += v);
                 }
             });
+        }
+        if let Some(map) = add.map {
+            map(i * rows * n, block);
         }
         if let Some(matrix) = add.matrix {
             let matrix = &matrix[i * rows * n..][..block.len()];

@@ -7,8 +7,8 @@
 //! every output is written once: the forward starts from the bias rows and accumulates the
 //! product onto them, and the gradients are products into fresh memory.
 //!
-//! - forward: `Y = X · W + b`, or `Y = R + (X · W + b)` with a residual `R` added as the
-//!   product is written (its gradient is `dY` itself)
+//! - forward: `Y = X · W + b`, or `Y = R + dropout(X · W + b)` with a residual `R`, the
+//!   dropout and `R` applied as the product is written (`R`'s gradient is `dY` itself)
 //! - input gradient: `dX = dY · Wᵀ`
 //! - weight gradient: `dW = Xᵀ · dY` (`[in, out]`) or `dYᵀ · X` (`[out, in]`)
 //! - bias gradient: `db = Σ_rows dY`
@@ -19,7 +19,7 @@ use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::gemm::{Addends, Matrix, Threads, product};
-use super::{ROWS_PER_TASK, slice_of, vectorized};
+use super::{DropoutMask, ROWS_PER_TASK, add_in_order, slice_of, vectorized};
 
 /// How an affine map's weight is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,16 +56,19 @@ fn weight_out_in(ws: &[f32], (d_in, d_out): (usize, usize), layout: WeightLayout
     }
 }
 
-/// `x · W + bias` for `x: [rows, in]`, `bias: [out]`, plus `residual` (`[rows, out]`) where
-/// given, added as each block of the product is written; output `[rows, out]`.
-pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, layout: WeightLayout, residual: Option<&FlexTensor>) -> FlexTensor {
+/// `x · W + bias` for `x: [rows, in]`, `bias: [out]`; with `residual` (`[rows, out]`, and
+/// a dropout mask), `residual + mask(x · W + bias)`, the mask and the residual applied as each
+/// block of the product is written; output `[rows, out]`.
+pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, layout: WeightLayout, residual: Option<(&FlexTensor, Option<DropoutMask>)>) -> FlexTensor {
     let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
-    let residual = residual.map(FlexTensor::to_contiguous);
+    let (residual, mask) = residual.map_or((None, None), |(r, mask)| (Some(r.to_contiguous()), mask));
     let dims = features(&weight, layout);
     let (d_in, d_out) = dims;
     let xs = slice_of(&x);
     let rows = x.shape().dims::<2>()[0];
-    let add = Addends { row: Some(slice_of(&bias)), matrix: residual.as_ref().map(slice_of) };
+    let dropout = mask.map(|mask| move |first: usize, block: &mut [f32]| mask.apply_in_place(first as u64, block));
+    let map = dropout.as_ref().map(|f| f as &(dyn Fn(usize, &mut [f32]) + Sync));
+    let add = Addends { row: Some(slice_of(&bias)), map, matrix: residual.as_ref().map(slice_of) };
     let y = product((rows, d_out, d_in), Matrix::rows(xs, d_in), weight_in_out(slice_of(&weight), dims, layout), add, Threads::All);
     FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
 }
@@ -95,12 +98,13 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, lay
 }
 
 /// Sums over the rows of a row-major matrix with `cols` columns: partial sums per task of
-/// `ROWS_PER_TASK` rows, then added.
+/// `ROWS_PER_TASK` rows, then added in order.
 fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     if cols == 0 {
         return Vec::new();
     }
-    m.par_chunks(cols * ROWS_PER_TASK)
+    let partials: Vec<Vec<f32>> = m
+        .par_chunks(cols * ROWS_PER_TASK)
         .map(|rows| {
             let mut sums = vec![0.0f32; cols];
             vectorized(#[inline(always)] || {
@@ -110,11 +114,6 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
             });
             sums
         })
-        .reduce(
-            || vec![0.0f32; cols],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        .collect();
+    add_in_order(partials, cols)
 }

@@ -347,8 +347,53 @@ fn fused_residual_linear_matches_burn_with_all_gradients() {
         };
         let ours = run(&|residual, x| cpu::residual_linear(residual, &no_dropout, &layer, x));
         let burns = run(&|residual, x| residual + layer.forward(x));
-        for ((name, a), b) in ["output", "input gradient", "residual gradient", "weight gradient", "bias gradient"].iter().zip(&ours).zip(&burns) {
+        let names = ["output", "input gradient", "residual gradient", "weight gradient", "bias gradient"];
+        for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
             assert_close(&format!("residual linear {rows}x{d_in}->{d_out} {name}"), a, b);
+        }
+        // With dropout the mask is applied as the product is written: the same mask, drawn
+        // at the same point, as `cpu::dropout` after the Linear.
+        let dropout = DropoutConfig::new(0.3).init();
+        let seeded = |f: &dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<3>| {
+            device.seed(21);
+            run(f)
+        };
+        let ours = seeded(&|residual, x| cpu::residual_linear(residual, &dropout, &layer, x));
+        let unfused = seeded(&|residual, x| residual + cpu::dropout(&dropout, cpu::linear(&layer, x)));
+        let dropped = ours[0].iter().zip(values(residual.clone())).filter(|&(&y, res)| y == res).count();
+        assert!(dropped > ours[0].len() / 5, "about 30% of the outputs are the residual alone ({dropped} of {})", ours[0].len());
+        for ((name, a), b) in names.iter().zip(&ours).zip(&unfused) {
+            assert!(a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits()), "residual linear with dropout, {rows}x{d_in}->{d_out}: {name} differs from dropout after the Linear");
+        }
+    }
+}
+
+#[test]
+fn parameter_gradients_do_not_depend_on_the_thread_count() {
+    let _rng = rng_lock();
+    use burn::nn::LayerNormConfig;
+    let device = flex();
+    device.seed(12);
+    // Sums over many rows of partial sums per task: a bias's gradient and LayerNorm's γ and β.
+    let (rows, d_in, d_out) = (4 * 1100, 40, 56);
+    let x = Tensor::<2>::random([rows, d_in], Distribution::Normal(0.0, 1.0), &device);
+    let r = Tensor::<2>::random([rows, d_out], Distribution::Normal(0.0, 1.0), &device);
+    let weight = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.3), &device);
+    let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let norm = LayerNormConfig::new(d_out).init(&device);
+    let grads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+        pool.install(|| {
+            let y = cpu::layer_norm(&norm, 1e-5, cpu::affine(x.clone(), weight.clone(), bias.clone(), cpu::WeightLayout::InOut));
+            let grads = (y * r.clone()).sum().backward();
+            let beta = norm.beta.as_ref().expect("beta").val();
+            [bias.grad(&grads).expect("bias"), norm.gamma.val().grad(&grads).expect("gamma"), beta.grad(&grads).expect("beta")].map(|g| values(g).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        })
+    };
+    let one = grads(1);
+    for threads in [2, 3, 5] {
+        for ((name, a), b) in ["bias", "gamma", "beta"].iter().zip(&one).zip(&grads(threads)) {
+            assert!(a == b, "{name} gradient on {threads} threads differs from one thread's");
         }
     }
 }
