@@ -18,7 +18,14 @@
 //!   copies it again into an aligned buffer on the calling thread. Attention is one operation
 //!   on q, k and v packed side by side (one projection product instead of three, and one
 //!   input gradient): scores, softmax, dropout and the weighted sum per head, each head read
-//!   and written in place instead of copied out and back.
+//!   and written in place instead of copied out and back. [`residual_linear`] and
+//!   [`linear_add`] apply a transformer block's dropout and residual (or the ViT's position
+//!   embeddings) as the product is written, where burn runs both on the calling thread.
+//! - [`adamw_step`]: AdamW's update as one parallel pass per parameter, where burn's `AdamW`
+//!   makes about a dozen passes on the calling thread (`cpu/adamw.rs`).
+//!
+//! Sums of partial sums made by parallel tasks are added in task order ([`add_in_order`]),
+//! so that results do not depend on rayon's scheduling or the thread count.
 //!
 //! The elementwise and row-wise loops run through `vectorized`, built for AVX-512, AVX2 or
 //! the x86-64 baseline and chosen at run time; the crate itself is compiled for the baseline.
@@ -537,7 +544,7 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps
     let (g, b) = (slice_of(&gamma), slice_of(&beta));
     let xs = slice_of(&x);
     let cols = g.len();
-    assert!(cols > 0 && b.len() == cols && xs.len() % cols == 0, "layer_norm: rows of {} elements do not fit gamma and beta of {cols} and {}", xs.len(), b.len());
+    assert!(cols > 0 && b.len() == cols && xs.len().is_multiple_of(cols), "layer_norm: rows of {} elements do not fit gamma and beta of {cols} and {}", xs.len(), b.len());
     let (rows, len) = (xs.len() / cols, xs.len());
     // Written row by row below, never zero-filled first (that fill ran on the calling thread).
     let mut out = Vec::with_capacity(len);

@@ -91,9 +91,12 @@ pub(super) fn gemm_scaled(dst: &mut [f32], dst_stride: usize, (m, n, k): (usize,
 #[derive(Clone, Copy, Default)]
 pub(super) struct Addends<'a> {
     pub(super) row: Option<&'a [f32]>,
-    pub(super) map: Option<&'a (dyn Fn(usize, &mut [f32]) + Sync)>,
+    pub(super) map: Option<&'a BlockMap>,
     pub(super) matrix: Option<&'a [f32]>,
 }
+
+/// A map rewriting a block of output in place, given the index of its first element.
+pub(super) type BlockMap = dyn Fn(usize, &mut [f32]) + Sync;
 
 impl Addends<'_> {
     fn any(&self) -> bool {

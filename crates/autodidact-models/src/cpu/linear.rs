@@ -18,7 +18,7 @@ use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use super::gemm::{Addends, Matrix, Threads, product};
+use super::gemm::{Addends, BlockMap, Matrix, Threads, product};
 use super::{DropoutMask, ROWS_PER_TASK, add_in_order, slice_of, vectorized};
 
 /// How an affine map's weight is stored.
@@ -67,7 +67,7 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, la
     let xs = slice_of(&x);
     let rows = x.shape().dims::<2>()[0];
     let dropout = mask.map(|mask| move |first: usize, block: &mut [f32]| mask.apply_in_place(first as u64, block));
-    let map = dropout.as_ref().map(|f| f as &(dyn Fn(usize, &mut [f32]) + Sync));
+    let map = dropout.as_ref().map(|f| f as &BlockMap);
     let add = Addends { row: Some(slice_of(&bias)), map, matrix: residual.as_ref().map(slice_of) };
     let y = product((rows, d_out, d_in), Matrix::rows(xs, d_in), weight_in_out(slice_of(&weight), dims, layout), add, Threads::All);
     FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
