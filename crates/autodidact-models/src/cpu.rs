@@ -24,7 +24,7 @@
 //! - [`adamw_step`]: AdamW's update as one parallel pass per parameter, where burn's `AdamW`
 //!   makes about a dozen passes on the calling thread (`cpu/adamw.rs`).
 //!
-//! Sums of partial sums made by parallel tasks are added in task order ([`add_in_order`]),
+//! Sums of partial sums made by parallel tasks are added in task order (`add_in_order`),
 //! so that results do not depend on rayon's scheduling or the thread count.
 //!
 //! The elementwise and row-wise loops run through `vectorized`, built for AVX-512, AVX2 or

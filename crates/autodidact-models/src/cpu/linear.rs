@@ -4,8 +4,8 @@
 //! matmuls (each through a transposed view) and a sum over rows for the bias; on flex each
 //! product's output is zero-filled and then copied into an aligned buffer on the calling
 //! thread, which made that thread the bottleneck of transformer steps at two threads. Here
-//! every output is written once: the forward starts from the bias rows and accumulates the
-//! product onto them, and the gradients are products into fresh memory.
+//! every output is written once: the forward's bias is added to each block of rows as the
+//! product writes it (`gemm::product`), and the gradients are products into fresh memory.
 //!
 //! - forward: `Y = X · W + b`, or `Y = R + dropout(X · W + b)` with a residual `R`, the
 //!   dropout and `R` applied as the product is written (`R`'s gradient is `dY` itself)
