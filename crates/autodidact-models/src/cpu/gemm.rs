@@ -89,7 +89,7 @@ pub(super) fn gemm_scaled(dst: &mut [f32], dst_stride: usize, (m, n, k): (usize,
 /// mask), given the index of the block's first element; a whole `m × n` row-major matrix
 /// added (a residual).
 #[derive(Clone, Copy, Default)]
-pub(super) struct Addends<'a> {
+pub(super) struct Epilogue<'a> {
     pub(super) row: Option<&'a [f32]>,
     pub(super) map: Option<&'a BlockMap>,
     pub(super) matrix: Option<&'a [f32]>,
@@ -98,18 +98,18 @@ pub(super) struct Addends<'a> {
 /// A map rewriting a block of output in place, given the index of its first element.
 pub(super) type BlockMap = dyn Fn(usize, &mut [f32]) + Sync;
 
-impl Addends<'_> {
+impl Epilogue<'_> {
     fn any(&self) -> bool {
         self.row.is_some() || self.map.is_some() || self.matrix.is_some()
     }
 }
 
-/// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), then `add`'s
+/// `a · b` as a new row-major `m × n` vector (`a` `m × k`, `b` `k × n`), then the `epilogue`'s
 /// operations, `map(a·b + row) + matrix`; the kernel writes the memory, never zero-filled
 /// first.
 ///
 /// Large products run on rayon's pool with [`Threads::All`], in one of two ways:
-/// - by blocks of rows, each a single-threaded product. The addends are added to a block's
+/// - by blocks of rows, each a single-threaded product. The epilogue runs on a block's
 ///   rows right after the kernel wrote them, while the block is in cache
 ///   ([`BIAS_BLOCK_ELEMENTS`]), rather than in a pass over the whole output afterwards.
 ///   (Setting the rows to a bias first and having the kernel accumulate onto them measured
@@ -119,8 +119,8 @@ impl Addends<'_> {
 ///   partial sum, added in order at the end. Split by rows, every task would repack the
 ///   whole of the other long operand. The slices depend only on the shape
 ///   ([`SPLIT_K_SLICE`]), so the sum's bits do not depend on the thread count.
-pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, add: Addends<'_>, threads: Threads) -> Vec<f32> {
-    let fits = add.row.is_none_or(|r| r.len() == n) && add.matrix.is_none_or(|x| x.len() == m * n);
+pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, epilogue: Epilogue<'_>, threads: Threads) -> Vec<f32> {
+    let fits = epilogue.row.is_none_or(|r| r.len() == n) && epilogue.matrix.is_none_or(|x| x.len() == m * n);
     assert!(a.holds(m, k) && b.holds(k, n) && fits, "gemm operands out of bounds");
     let len = m * n;
     if len == 0 {
@@ -128,12 +128,12 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
     }
     let parallel = matches!(threads, Threads::All) && m * n * k >= PARALLEL_MIN_MACS;
     let slices = k / SPLIT_K_SLICE;
-    if parallel && !add.any() && slices > 1 && k >= SPLIT_K_RATIO * (m + n) {
+    if parallel && !epilogue.any() && slices > 1 && k >= SPLIT_K_RATIO * (m + n) {
         return split_k((m, n, k), a, b, slices.min(MAX_SPLIT_K_SLICES));
     }
     let workers = if parallel { rayon::current_num_threads() } else { 1 };
     let mut rows = m.div_ceil((m / MIN_ROWS_PER_TASK).clamp(1, workers));
-    if add.any() {
+    if epilogue.any() {
         rows = rows.min((BIAS_BLOCK_ELEMENTS / n).max(MIN_ROWS_PER_TASK));
     }
     // One block: the kernel may use rayon itself (gemm's own split of a large product).
@@ -154,17 +154,17 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
             // Every element is initialized now, and `MaybeUninit<f32>` has the layout of `f32`.
             &mut *(std::ptr::from_mut(block) as *mut [f32])
         };
-        if let Some(row) = add.row {
+        if let Some(row) = epilogue.row {
             vectorized(#[inline(always)] || {
                 for r in block.chunks_mut(n) {
                     r.iter_mut().zip(row).for_each(|(o, v)| *o += v);
                 }
             });
         }
-        if let Some(map) = add.map {
+        if let Some(map) = epilogue.map {
             map(i * rows * n, block);
         }
-        if let Some(matrix) = add.matrix {
+        if let Some(matrix) = epilogue.matrix {
             let matrix = &matrix[i * rows * n..][..block.len()];
             vectorized(#[inline(always)] || block.iter_mut().zip(matrix).for_each(|(o, v)| *o += v));
         }
@@ -177,7 +177,7 @@ pub(super) fn product((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix
     out
 }
 
-/// [`product`] (without addends) as the sum of the products over `slices` slices of the shared
+/// [`product`] (without an epilogue) as the sum of the products over `slices` slices of the shared
 /// dimension, in parallel; the partial sums are added in slice order.
 fn split_k((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, slices: usize) -> Vec<f32> {
     let step = k.div_ceil(slices);
@@ -185,7 +185,7 @@ fn split_k((m, n, k): (usize, usize, usize), a: Matrix<'_>, b: Matrix<'_>, slice
         .into_par_iter()
         .map(|s| {
             let start = s * step;
-            product((m, n, step.min(k - start)), a.skip_cols(start), b.skip_rows(start), Addends::default(), Threads::One)
+            product((m, n, step.min(k - start)), a.skip_cols(start), b.skip_rows(start), Epilogue::default(), Threads::One)
         })
         .collect();
     let rest = partials.split_off(1);

@@ -18,7 +18,7 @@ use burn::backend::TensorMetadata;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use super::gemm::{Addends, BlockMap, Matrix, Threads, product};
+use super::gemm::{BlockMap, Epilogue, Matrix, Threads, product};
 use super::{DropoutMask, ROWS_PER_TASK, add_in_order, slice_of, vectorized};
 
 /// How an affine map's weight is stored.
@@ -68,8 +68,8 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, la
     let rows = x.shape().dims::<2>()[0];
     let dropout = mask.map(|mask| move |first: usize, block: &mut [f32]| mask.apply_in_place(first as u64, block));
     let map = dropout.as_ref().map(|f| f as &BlockMap);
-    let add = Addends { row: Some(slice_of(&bias)), map, matrix: residual.as_ref().map(slice_of) };
-    let y = product((rows, d_out, d_in), Matrix::rows(xs, d_in), weight_in_out(slice_of(&weight), dims, layout), add, Threads::All);
+    let epilogue = Epilogue { row: Some(slice_of(&bias)), map, matrix: residual.as_ref().map(slice_of) };
+    let y = product((rows, d_out, d_in), Matrix::rows(xs, d_in), weight_in_out(slice_of(&weight), dims, layout), epilogue, Threads::All);
     FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
 }
 
@@ -83,13 +83,13 @@ pub(super) fn backward(x: &FlexTensor, weight: &FlexTensor, dy: &FlexTensor, lay
     let rows = x.shape().dims::<2>()[0];
     let [want_x, want_w, want_b] = wanted;
     let dx = want_x.then(|| {
-        let dx = product((rows, d_in, d_out), Matrix::rows(dys, d_out), weight_out_in(ws, dims, layout), Addends::default(), Threads::All);
+        let dx = product((rows, d_in, d_out), Matrix::rows(dys, d_out), weight_out_in(ws, dims, layout), Epilogue::default(), Threads::All);
         FlexTensor::from_data(TensorData::new(dx, [rows, d_in]))
     });
     let dw = want_w.then(|| {
         let dw = match layout {
-            WeightLayout::InOut => product((d_in, d_out, rows), Matrix::transposed(xs, d_in), Matrix::rows(dys, d_out), Addends::default(), Threads::All),
-            WeightLayout::OutIn => product((d_out, d_in, rows), Matrix::transposed(dys, d_out), Matrix::rows(xs, d_in), Addends::default(), Threads::All),
+            WeightLayout::InOut => product((d_in, d_out, rows), Matrix::transposed(xs, d_in), Matrix::rows(dys, d_out), Epilogue::default(), Threads::All),
+            WeightLayout::OutIn => product((d_out, d_in, rows), Matrix::transposed(dys, d_out), Matrix::rows(xs, d_in), Epilogue::default(), Threads::All),
         };
         FlexTensor::from_data(TensorData::new(dw, weight.shape()))
     });
