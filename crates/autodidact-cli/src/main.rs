@@ -77,6 +77,10 @@ struct EvalCli {
     /// What to evaluate: the newest valid checkpoint, or a baseline on the same data.
     #[arg(long, value_enum, default_value = "checkpoint")]
     features: vision::EvalSubject,
+    /// Also score this subject on the same test images and compare the two with McNemar's
+    /// paired test (e.g. `--against pixels`).
+    #[arg(long, value_enum, value_name = "FEATURES")]
+    against: Option<vision::EvalSubject>,
     /// Change an evaluation setting of the run's config for this evaluation only, e.g.
     /// `--set eval.knn_k=200` or `--set 'model.pool="mean"'` (repeatable; `eval.*` and
     /// `model.pool` only). The report records the changes.
@@ -270,17 +274,32 @@ fn export(args: ExportCli) -> Result<ExitCode> {
 }
 
 fn eval(args: EvalCli) -> Result<ExitCode> {
-    let r = vision::eval(&args.run_dir, args.features, &args.set, args.backend)?;
-    print_frozen_eval(&r["frozen_eval"]);
+    let r = vision::eval(&args.run_dir, args.features, args.against, &args.set, args.backend)?;
+    print_frozen_eval(r["subject"].as_str().unwrap_or_default(), &r["frozen_eval"]);
+    let p = &r["paired"];
+    if p.is_object() {
+        print_frozen_eval(p["against"].as_str().unwrap_or_default(), &p["against_frozen_eval"]);
+        for (name, t) in [("kNN", &p["knn"]), ("linear probe", &p["linear_probe"])] {
+            println!(
+                "paired {name:<13} test images right only with {}: {}, only with {}: {}; p = {:.2e} (McNemar, exact)",
+                r["subject"].as_str().unwrap_or_default(),
+                t["only_this_right"],
+                p["against"].as_str().unwrap_or_default(),
+                t["only_against_right"],
+                t["p_value"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
     println!("written        {}/eval-{}.json", args.run_dir.display(), r["subject"].as_str().unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_frozen_eval(e: &serde_json::Value) {
+/// One line of frozen-feature accuracies, labelled with what was scored.
+fn print_frozen_eval(label: &str, e: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     if e.is_object() {
         println!(
-            "frozen features  kNN (k = {}) {:.2}%   linear probe {:.2}%   ({} train / {} test images, {} features)",
+            "{label:<16} kNN (k = {}) {:.2}%   linear probe {:.2}%   ({} train / {} test images, {} features)",
             e["knn_k"],
             100.0 * f(&e["knn_accuracy"]),
             100.0 * f(&e["linear_probe_accuracy"]),
@@ -310,7 +329,7 @@ fn vision_pretrain(args: &PretrainCli, path: &std::path::Path) -> Result<ExitCod
     println!("run            {}", r["run_dir"].as_str().unwrap_or_default());
     println!("steps          {}  ({:.1} epochs, {} images, {:.1} images/s, {:.1} s)", r["steps"], f(&r["epochs"]), r["images_seen"], f(&r["images_per_s"]), f(&r["wall_time_s"]));
     println!("held-out loss  {:.4} -> {:.4}  ({:.1}% lower)", f(&r["initial_eval_loss"]), f(&r["final_eval"]["eval_loss"]), 100.0 * f(&r["eval_loss_drop"]));
-    print_frozen_eval(&r["frozen_eval"]);
+    print_frozen_eval("frozen features", &r["frozen_eval"]);
     println!("summary        {}/summary.json", r["run_dir"].as_str().unwrap_or_default());
     Ok(exit_for_loss_drop(&r, args.expect_loss_drop))
 }

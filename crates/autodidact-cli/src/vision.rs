@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use autodidact_core::batch::ImageBatch;
-use autodidact_core::eval::{accuracy, confusion_matrix, knn_predict};
+use autodidact_core::eval::{accuracy, confusion_matrix, knn_predict, mcnemar};
 use autodidact_core::objective::Objective;
 use autodidact_data::augment::{Augment, CropSpec, ImageBatches, channel_stats, labeled_batches};
 use autodidact_data::images::ImageSet;
@@ -225,7 +225,7 @@ where
     let (objective, summary) = trained;
     let (model, inner) = (objective.valid(), device.clone().inner());
     let eval = frozen_eval(&|b: &ImageBatch| features(&model, b, &inner), config, data)?;
-    Ok((summary, eval))
+    Ok((summary, eval.map_or(Value::Null, |e| e.report)))
 }
 
 /// The frozen-feature evaluation every `eval.every_epochs` epochs during training (when the
@@ -243,6 +243,7 @@ where
     let run = move |objective: &O| -> std::result::Result<std::collections::BTreeMap<String, f64>, String> {
         let model = objective.valid();
         let e = frozen_eval(&|b: &ImageBatch| features(&model, b, &inner), config, data).map_err(|e| format!("{e:#}"))?;
+        let e = e.map_or(Value::Null, |e| e.report);
         Ok(["knn_accuracy", "linear_probe_accuracy"].iter().filter_map(|k| e[*k].as_f64().map(|v| (format!("frozen_{k}"), v))).collect())
     };
     Some(PeriodicEval { every, run: Box::new(run) })
@@ -252,12 +253,20 @@ fn features<M: ImageFeatures>(model: &M, batch: &ImageBatch, device: &Device) ->
     model.features(images_tensor(batch, device)).into_data().try_into_vec::<f32>().unwrap_or_default()
 }
 
+/// A frozen-feature evaluation: its report, and the test predictions behind it.
+struct FrozenEval {
+    report: Value,
+    truth: Vec<usize>,
+    knn: Vec<usize>,
+    probe: Vec<usize>,
+}
+
 /// kNN and linear-probe accuracy of `extract`'s features: fitted on the labeled training
-/// images, scored on the test images. `Value::Null` when either has no labels.
-fn frozen_eval(extract: &dyn Fn(&ImageBatch) -> Vec<f32>, config: &VisionConfig, data: &VisionData) -> Result<Value> {
+/// images, scored on the test images. `None` when either has no labels.
+fn frozen_eval(extract: &dyn Fn(&ImageBatch) -> Vec<f32>, config: &VisionConfig, data: &VisionData) -> Result<Option<FrozenEval>> {
     let (Some(test), Some(train_labels)) = (&data.test, &data.train.labels) else {
         eprintln!("no labeled test set (data.test_path) or no training labels (data.labels): frozen-feature evaluation skipped");
-        return Ok(Value::Null);
+        return Ok(None);
     };
     let e = &config.eval;
     let start = std::time::Instant::now();
@@ -281,7 +290,7 @@ fn frozen_eval(extract: &dyn Fn(&ImageBatch) -> Vec<f32>, config: &VisionConfig,
     let probe_cfg = ProbeConfig { l2: e.probe_l2, steps: e.probe_steps, lr: e.probe_lr };
     let probe = linear_probe(&train_f, &train_y, &test_f, dim, classes, &probe_cfg, &Device::flex());
     let probe_s = start.elapsed().as_secs_f64() - features_s - knn_s;
-    let result = json!({
+    let report = json!({
         "feature_dim": dim,
         "train_images": train_y.len(),
         "test_images": test_y.len(),
@@ -294,7 +303,7 @@ fn frozen_eval(extract: &dyn Fn(&ImageBatch) -> Vec<f32>, config: &VisionConfig,
         "knn_s": knn_s,
         "linear_probe_s": probe_s,
     });
-    Ok(result)
+    Ok(Some(FrozenEval { report, truth: test_y, knn, probe }))
 }
 
 /// What `eval` scores.
@@ -308,15 +317,32 @@ pub enum EvalSubject {
     Random,
 }
 
+impl EvalSubject {
+    /// The name in file names and reports (`eval-<name>.json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSubject::Checkpoint => "checkpoint",
+            EvalSubject::Pixels => "pixels",
+            EvalSubject::Random => "random",
+        }
+    }
+}
+
 /// `autodidact eval RUN_DIR`: the frozen-feature evaluation of a finished (or running) run,
 /// or of a baseline on the same data; writes `eval-<subject>.json` in the run directory.
+/// With `against`, the other subject is scored on the same test images too, and the report
+/// adds McNemar's paired test of the two (`paired`).
 ///
 /// # Errors
-/// Not a vision run directory, no valid checkpoint, data or model errors.
-pub fn eval(run_dir: &Path, subject: EvalSubject, overrides: &[String], backend: Backend) -> Result<Value> {
+/// Not a vision run directory, no valid checkpoint, `against` equal to `subject`, data or
+/// model errors.
+pub fn eval(run_dir: &Path, subject: EvalSubject, against: Option<EvalSubject>, overrides: &[String], backend: Backend) -> Result<Value> {
     let path = run_dir.join("config.toml");
     if !path.exists() {
         bail!("{} has no config.toml: not a run directory", run_dir.display());
+    }
+    if against == Some(subject) {
+        bail!("--against {}: that is what --features already evaluates; name another subject", subject.name());
     }
     let evaluation_only = |o: &String| {
         let key = o.split('=').next().unwrap_or_default().trim();
@@ -328,33 +354,60 @@ pub fn eval(run_dir: &Path, subject: EvalSubject, overrides: &[String], backend:
     let config = crate::config::load_vision(&path, overrides)?;
     let data = load_data(&config)?;
     let device = device_for(backend)?;
-    let mut checkpoint_used = Value::Null;
-    let result = match subject {
-        EvalSubject::Pixels => frozen_eval(&|b: &ImageBatch| b.pixels.clone(), &config, &data)?,
-        EvalSubject::Random | EvalSubject::Checkpoint => {
-            let mut model = build(&config, &data.encoder, &device)?;
-            if subject == EvalSubject::Checkpoint {
-                let (ckpt, warnings) = RunDir { root: run_dir.to_path_buf() }.checkpoints().latest_valid();
-                warnings.iter().for_each(|w| eprintln!("warning: {w}"));
-                let Some(ckpt) = ckpt else { bail!("{}: no valid checkpoint", run_dir.display()) };
-                let weights = ckpt.path.join(checkpoint::MODEL_FILE);
-                match &mut model {
-                    VisionModel::SimClr(m) => checkpoint::load_weights(&weights, m)?,
-                    VisionModel::Mae(m) => checkpoint::load_weights(&weights, m)?,
+    let score = |subject: EvalSubject| -> Result<(FrozenEval, Value)> {
+        let mut checkpoint_used = Value::Null;
+        let result = match subject {
+            EvalSubject::Pixels => frozen_eval(&|b: &ImageBatch| b.pixels.clone(), &config, &data)?,
+            EvalSubject::Random | EvalSubject::Checkpoint => {
+                let mut model = build(&config, &data.encoder, &device)?;
+                if subject == EvalSubject::Checkpoint {
+                    let (ckpt, warnings) = RunDir { root: run_dir.to_path_buf() }.checkpoints().latest_valid();
+                    warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+                    let Some(ckpt) = ckpt else { bail!("{}: no valid checkpoint", run_dir.display()) };
+                    let weights = ckpt.path.join(checkpoint::MODEL_FILE);
+                    match &mut model {
+                        VisionModel::SimClr(m) => checkpoint::load_weights(&weights, m)?,
+                        VisionModel::Mae(m) => checkpoint::load_weights(&weights, m)?,
+                    }
+                    checkpoint_used = json!(ckpt.path);
                 }
-                checkpoint_used = json!(ckpt.path);
+                match model {
+                    VisionModel::SimClr(m) => frozen_eval(&|b: &ImageBatch| features(&m, b, &device), &config, &data)?,
+                    VisionModel::Mae(m) => frozen_eval(&|b: &ImageBatch| features(&m, b, &device), &config, &data)?,
+                }
             }
-            match model {
-                VisionModel::SimClr(m) => frozen_eval(&|b: &ImageBatch| features(&m, b, &device), &config, &data)?,
-                VisionModel::Mae(m) => frozen_eval(&|b: &ImageBatch| features(&m, b, &device), &config, &data)?,
-            }
+        };
+        let Some(result) = result else {
+            bail!("{}: the run has no labeled test set (data.test_path with labels) and training labels to evaluate against", run_dir.display());
+        };
+        Ok((result, checkpoint_used))
+    };
+    let (result, checkpoint_used) = score(subject)?;
+    let paired = match against {
+        None => Value::Null,
+        Some(other) => {
+            let (o, _) = score(other)?;
+            let test = |ours: &[usize], theirs: &[usize]| {
+                let t = mcnemar(&result.truth, ours, theirs);
+                json!({ "only_this_right": t.only_first, "only_against_right": t.only_second, "p_value": t.p_value })
+            };
+            json!({
+                "against": other.name(),
+                "test": "McNemar, exact",
+                "knn": test(&result.knn, &o.knn),
+                "linear_probe": test(&result.probe, &o.probe),
+                "against_frozen_eval": o.report,
+            })
         }
     };
-    if result.is_null() {
-        bail!("{}: the run has no labeled test set (data.test_path with labels) and training labels to evaluate against", run_dir.display());
-    }
-    let subject_name = format!("{subject:?}").to_lowercase();
-    let report = json!({ "run_dir": run_dir, "subject": subject_name, "checkpoint": checkpoint_used, "overrides": overrides, "frozen_eval": result });
-    write_atomic(&run_dir.join(format!("eval-{subject_name}.json")), &serde_json::to_vec_pretty(&report)?)?;
+    let report = json!({
+        "run_dir": run_dir,
+        "subject": subject.name(),
+        "checkpoint": checkpoint_used,
+        "overrides": overrides,
+        "frozen_eval": result.report,
+        "paired": paired,
+    });
+    write_atomic(&run_dir.join(format!("eval-{}.json", subject.name())), &serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
 }

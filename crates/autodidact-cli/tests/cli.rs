@@ -633,11 +633,23 @@ fn simclr_smoke_learns_evaluates_and_resumes_exactly() {
     assert!(pixels.status.success(), "{}", text(&pixels));
     let p: Value = serde_json::from_slice(&std::fs::read(d.join("runs/full/eval-pixels.json")).unwrap()).unwrap();
     assert!(p["frozen_eval"]["knn_accuracy"].as_f64().unwrap() > 0.9, "{p}");
-    // `eval` of the checkpoint reproduces the figures written at the end of training.
-    let ckpt = run(&["eval", "runs/full"], d);
+    // `eval` of the checkpoint reproduces the figures written at the end of training, and
+    // `--against` pairs them with the pixels' on the same test images: the discordant counts
+    // account for the whole difference in accuracy.
+    let ckpt = run(&["eval", "runs/full", "--against", "pixels"], d);
     assert!(ckpt.status.success(), "{}", text(&ckpt));
     let c: Value = serde_json::from_slice(&std::fs::read(d.join("runs/full/eval-checkpoint.json")).unwrap()).unwrap();
     assert_eq!(c["frozen_eval"]["knn_accuracy"], e["knn_accuracy"]);
+    let paired = &c["paired"];
+    assert_eq!(paired["against_frozen_eval"]["knn_accuracy"], p["frozen_eval"]["knn_accuracy"], "{paired}");
+    for (test, acc) in [("knn", "knn_accuracy"), ("linear_probe", "linear_probe_accuracy")] {
+        let t = &paired[test];
+        let count = |k: &str| t[k].as_u64().unwrap() as f64;
+        let gap = c["frozen_eval"][acc].as_f64().unwrap() - paired["against_frozen_eval"][acc].as_f64().unwrap();
+        assert!(((count("only_this_right") - count("only_against_right")) / 64.0 - gap).abs() < 1e-9, "{paired}");
+        assert!((0.0..=1.0).contains(&t["p_value"].as_f64().unwrap()), "{paired}");
+    }
+    assert_fails_with(&["eval", "runs/full", "--features", "pixels", "--against", "pixels"], d, &["--against pixels"]);
     assert!(run(&["eval", "runs/full", "--features", "random"], d).status.success());
     // Stopped at step 8 and resumed: the same losses and weights as the uninterrupted run.
     let part = vision_run("smoke-simclr.toml", d, &["--set", "train.max_steps=8", "--set", "train.decay_steps=16", "--set", "train.batch_size=32", "--set", "train.eval_every=8", "--set", "train.checkpoint_every=8", "--set", "train.log_every=1", "--set", "run.name=part"]);

@@ -1,5 +1,6 @@
 //! Evaluation on frozen features and predictions: k-nearest-neighbour classification,
-//! accuracy, macro-F1 and confusion matrices. Plain host arithmetic, shared by every modality.
+//! accuracy, macro-F1, confusion matrices and McNemar's paired test. Plain host arithmetic,
+//! shared by every modality.
 
 use rayon::prelude::*;
 
@@ -82,4 +83,48 @@ pub fn macro_f1(confusion: &[Vec<usize>]) -> f64 {
         if denom == 0.0 { 0.0 } else { 2.0 * tp / denom }
     };
     (0..n).map(f1).sum::<f64>() / n as f64
+}
+
+/// Two classifiers scored on the same examples: where exactly one of them is right, and how
+/// likely so lopsided a split is if both were equally accurate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedTest {
+    /// Examples the first classifier gets right and the second wrong.
+    pub only_first: usize,
+    /// Examples the second classifier gets right and the first wrong.
+    pub only_second: usize,
+    /// Two-sided p-value of McNemar's exact test.
+    pub p_value: f64,
+}
+
+/// McNemar's test (McNemar 1947) in its exact form, as statsmodels'
+/// `mcnemar(table, exact=True)`: under equal accuracy each of the `n` discordant examples
+/// (one classifier right, the other wrong) is equally likely to favour either, so the
+/// smaller count `k` is Binomial(n, 1/2) and `p = min(1, 2 · P(X ≤ k))`. Pairing makes
+/// it much sharper than comparing two accuracies, whose sampling errors include all the
+/// examples both get right or both get wrong.
+///
+/// # Shapes
+/// - `truth`, `first`, `second`: `[n_examples]` class indices
+pub fn mcnemar(truth: &[usize], first: &[usize], second: &[usize]) -> PairedTest {
+    assert!(truth.len() == first.len() && truth.len() == second.len(), "mcnemar: {} labels, {} and {} predictions", truth.len(), first.len(), second.len());
+    let (mut only_first, mut only_second) = (0, 0);
+    for ((t, a), b) in truth.iter().zip(first).zip(second) {
+        match (a == t, b == t) {
+            (true, false) => only_first += 1,
+            (false, true) => only_second += 1,
+            _ => {}
+        }
+    }
+    let n = only_first + only_second;
+    // ln P(X = i) = ln C(n, i) − n ln 2, summed for i ≤ k in log space (n may be thousands).
+    let mut log_term = -(n as f64) * std::f64::consts::LN_2;
+    let mut terms = Vec::with_capacity(only_first.min(only_second) + 1);
+    for i in 0..=only_first.min(only_second) {
+        terms.push(log_term);
+        log_term += ((n - i) as f64).ln() - ((i + 1) as f64).ln();
+    }
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_tail = max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln();
+    PairedTest { only_first, only_second, p_value: (2.0 * log_tail.exp()).min(1.0) }
 }

@@ -615,6 +615,32 @@ fn knn_f1_and_confusion_follow_their_definitions() {
     assert!((macro_f1(&cm) - (0.5 + 0.8 + 0.0) / 3.0).abs() < 1e-12);
 }
 
+#[test]
+fn mcnemar_matches_the_exact_binomial_tail() {
+    use autodidact_core::eval::{PairedTest, mcnemar};
+    // Oracle: Python's exact integers,
+    //   p = min(1, 2 * Fraction(sum(comb(n, i) for i in range(k + 1)), 2**n)).
+    let split = |only_first: usize, only_second: usize, both_right: usize| {
+        let truth = vec![0usize; only_first + only_second + both_right + 7];
+        let mut first = vec![1usize; truth.len()];
+        let mut second = vec![1usize; truth.len()];
+        first[..only_first].fill(0);
+        second[only_first..only_first + only_second].fill(0);
+        first[only_first + only_second..][..both_right].fill(0);
+        second[only_first + only_second..][..both_right].fill(0);
+        mcnemar(&truth, &first, &second)
+    };
+    for (a, b, p) in [(3, 11, 0.057373046875), (1118, 1000, 0.010996056274409763), (0, 30, 1.862645149230957e-09), (6000, 4000, 1.7404316412268784e-89)] {
+        let t = split(a, b, 50);
+        assert_eq!((t.only_first, t.only_second), (a, b));
+        assert!((t.p_value / p - 1.0).abs() < 1e-9, "{a} vs {b}: {} != {p}", t.p_value);
+        assert_eq!(split(b, a, 0).p_value, t.p_value, "the test is symmetric");
+    }
+    // No discordant examples, or an even split: no evidence either way.
+    assert_eq!(split(0, 0, 20), PairedTest { only_first: 0, only_second: 0, p_value: 1.0 });
+    assert_eq!(split(5, 5, 0).p_value, 1.0);
+}
+
 // ---- image sets: IDX files and folders ----
 
 use std::sync::Arc;
