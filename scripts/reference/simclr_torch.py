@@ -14,7 +14,7 @@ encoder with a kNN classifier and a linear probe, and prints one JSON line with 
     ResNet: Kaiming-normal fan-out (ReLU gain) convolutions, BN weight 1 / bias 0;
   * projection head (lightly's SimCLRProjectionHead): Linear(8w, hidden) -> BatchNorm1d ->
     ReLU -> Linear(hidden, 128), Linear layers with bias and PyTorch's default init;
-  * loss: NT-Xent (scripts/golden/nt_xent.py), temperature 0.5; the two views of a batch go
+  * loss: NT-Xent (scripts/golden/nt_xent.py), temperature --temperature (default 0.5); the two views of a batch go
     through the network as one batch of 2N (BatchNorm statistics over both views, as the
     SimCLR code), or one view at a time with --separate-views (as lightly's examples);
   * augmentation, per view, per image, on float tensors (torchvision's tensor semantics;
@@ -58,7 +58,8 @@ Setup and run (CPU):
   scripts/fetch-data.sh fashion-mnist
   python3 -m venv /tmp/venv-torch && /tmp/venv-torch/bin/pip install torch numpy
   # the recipe of configs/simclr-fashion-mnist.toml:
-  /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --epochs 2 --width 16 --lr 2e-3 --warmup-steps 46
+  /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --epochs 2 --width 16 --lr 2e-3 --warmup-steps 46 \
+      --hidden 2048 --temperature 0.2
   /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --baseline pixels
   # quick check: --max-train 512 --epochs 1 --width 8
 """
