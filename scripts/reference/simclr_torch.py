@@ -30,6 +30,8 @@ encoder with a kNN classifier and a linear probe, and prints one JSON line with 
         U(0.6, 1.4), applied in random order (each order with prob 1/2): brightness
         x -> clamp(b x, 0, 1), contrast x -> clamp(c x + (1 - c) mean(x), 0, 1) with mean(x)
         the mean of the (single-channel) image at that point;
+      RandomSolarize(0.5, p=--solarize) (default 0, off; autodidact's augment.solarize):
+        x -> 1 - x where x >= 0.5;
       then Normalize(mean, std);
   * optimiser: AdamW (lr 1e-3, weight decay 1e-6 on every parameter, betas 0.9/0.999, eps
     1e-6, global-norm clipping at 1.0 as autodidact's defaults), one
@@ -90,6 +92,7 @@ def parse_args():
     p.add_argument("--hidden", type=int, default=None, help="projection hidden width (default: feature dim 8w)")
     p.add_argument("--out-dim", type=int, default=128, help="projection output width")
     p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--solarize", type=float, default=0.0, help="probability of solarizing a view (augment.solarize)")
     p.add_argument("--separate-views", action="store_true", help="forward the two views separately (BatchNorm per view)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr", type=float, default=0.0)
@@ -158,7 +161,7 @@ def random_resized_crop(x, gen, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempt
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False), (i, j, h, w)
 
 
-def augment(x, gen, mean, std):
+def augment(x, gen, mean, std, solarize=0.0):
     """One SimCLR view of a batch of [0, 1] images [B, 1, 28, 28] -> normalised view."""
     b = x.shape[0]
     x, _ = random_resized_crop(x, gen)
@@ -177,6 +180,9 @@ def augment(x, gen, mean, std):
 
     jittered = torch.where(brightness_first, contrast(bright(x)), bright(contrast(x)))
     x = torch.where(apply, jittered, x)
+    if solarize > 0:
+        sol = (torch.rand(b, generator=gen) < solarize)[:, None, None, None]
+        x = torch.where(sol & (x >= 0.5), 1 - x, x)
     return (x - mean) / std
 
 
@@ -338,7 +344,8 @@ def main():
         warmup = steps_per_epoch if args.warmup_steps is None else args.warmup_steps
         print(f"# simclr: width {args.width}, blocks {blocks}, head {encoder.feature_dim}->{hidden}->{args.out_dim}, "
               f"params {sum(p.numel() for p in params)}, batch {batch}, {steps_per_epoch} steps/epoch x {args.epochs} epochs, "
-              f"lr {args.lr} -> {args.min_lr}, warmup {warmup}, wd {args.weight_decay}, tau {args.temperature}", flush=True)
+              f"lr {args.lr} -> {args.min_lr}, warmup {warmup}, wd {args.weight_decay}, tau {args.temperature}, "
+              f"solarize {args.solarize}", flush=True)
         encoder.train()
         head.train()
         step, window, epoch_losses = 0, [], []
@@ -348,7 +355,7 @@ def main():
             losses = []
             for s in range(steps_per_epoch):
                 xb = x_train[perm[s * batch:(s + 1) * batch]]
-                v1, v2 = augment(xb, gen, mean, std), augment(xb, gen, mean, std)
+                v1, v2 = augment(xb, gen, mean, std, args.solarize), augment(xb, gen, mean, std, args.solarize)
                 if args.separate_views:
                     z1, z2 = head(encoder(v1)), head(encoder(v2))
                 else:
@@ -373,7 +380,7 @@ def main():
             print(f"epoch {epoch + 1:>3}  mean loss {epoch_losses[-1]:.4f}  ({time.time() - t0:.0f}s)", flush=True)
         train_s = time.time() - t0
         result.update(epochs=args.epochs, batch_size=batch, steps=step, lr=args.lr, min_lr=args.min_lr,
-                      warmup_steps=warmup, weight_decay=args.weight_decay, temperature=args.temperature,
+                      warmup_steps=warmup, weight_decay=args.weight_decay, temperature=args.temperature, solarize=args.solarize,
                       hidden=hidden, out_dim=args.out_dim, separate_views=args.separate_views,
                       epoch_losses=epoch_losses, train_wall_s=train_s,
                       train_images_per_s=step * batch / train_s if train_s > 0 else None)
