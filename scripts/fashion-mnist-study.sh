@@ -24,7 +24,7 @@ if [ -z "${SKIP_TORCH:-}" ] && [ ! -f runs/simclr-torch.json ]; then
     venv=${VENV:-.venv-torch}
     [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q torch numpy; }
     "$venv/bin/python" scripts/reference/simclr_torch.py --epochs 2 --width 16 --lr 2e-3 --warmup-steps 46 \
-        --hidden 2048 --temperature 0.2 --json-out runs/simclr-torch.json
+        --hidden 2048 --temperature 0.2 --solarize 0.2 --json-out runs/simclr-torch.json
 fi
 
 python3 - <<'PY'

@@ -61,7 +61,7 @@ Setup and run (CPU):
   python3 -m venv /tmp/venv-torch && /tmp/venv-torch/bin/pip install torch numpy
   # the recipe of configs/simclr-fashion-mnist.toml:
   /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --epochs 2 --width 16 --lr 2e-3 --warmup-steps 46 \
-      --hidden 2048 --temperature 0.2
+      --hidden 2048 --temperature 0.2 --solarize 0.2
   /tmp/venv-torch/bin/python scripts/reference/simclr_torch.py --baseline pixels
   # quick check: --max-train 512 --epochs 1 --width 8
 """
